@@ -1,0 +1,5 @@
+import sys
+
+from igkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+"""User-facing errors: each message says what was wrong and what to do about it."""
+
+
+class IgkdError(Exception):
+    """Base class of the errors igkd raises for bad input; the CLI prints them as one line."""
+
+
+class DataNotFoundError(IgkdError, FileNotFoundError):
+    """No copy of a dataset could be found or downloaded."""
+
+
+class CheckpointError(IgkdError, ValueError):
+    """A checkpoint file is missing, unreadable, unsafe or does not fit the architecture."""
+
+
+class ConfigError(IgkdError, ValueError):
+    """A parameter has a value igkd does not accept."""

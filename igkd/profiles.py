@@ -1,0 +1,108 @@
+"""The three ways to run everything: `ci` (seconds), `quick` (a 2-core CPU, minutes), `paper` (GPU hours).
+
+Every notebook's parameters cell starts with `profile = os.environ.get("IGKD_PROFILE", "auto")`; any
+parameter left as None takes its value from the profile returned by `get(profile)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from igkd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    train_size: int | None  # training images used (None = the whole training set)
+    test_size: int | None  # test images evaluated (None = the whole test set)
+    synthetic_fallback: bool  # use synthetic data when CIFAR-10 is missing (ci only)
+    eval_batch_size: int
+
+    def replace(self, **changes: object) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        description="seconds per notebook: a small stratified subset, synthetic data if no CIFAR-10",
+        train_size=2000,
+        test_size=1000,
+        synthetic_fallback=True,
+        eval_batch_size=500,
+    ),
+    "quick": Profile(
+        name="quick",
+        description="real CIFAR-10 on a 2-core CPU in minutes to tens of minutes",
+        train_size=None,
+        test_size=None,
+        synthetic_fallback=False,
+        eval_batch_size=500,
+    ),
+    "paper": Profile(
+        name="paper",
+        description="the paper's protocol exactly: full data, 100 epochs, the paper's hyperparameters",
+        train_size=None,
+        test_size=None,
+        synthetic_fallback=False,
+        eval_batch_size=500,
+    ),
+}
+
+
+def resolve(name: str | None = None) -> str:
+    """The concrete profile name: `auto` (the default) is `paper` on CUDA and `quick` otherwise."""
+    name = name or os.environ.get("IGKD_PROFILE", "auto")
+    if name == "auto":
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "quick"
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of auto, {', '.join(PROFILES)}")
+    return name
+
+
+def get(name: str | None = None) -> Profile:
+    """The settings of profile `name` (`ci`, `quick`, `paper` or `auto`; default $IGKD_PROFILE)."""
+    return PROFILES[resolve(name)]
+
+
+def environment(profile: str | None = None, seed: int | None = None) -> dict[str, object]:
+    """What a result depends on besides its config: profile, seed, device, threads, versions, git.
+
+    Recorded in every run's metadata and printed at the top of every notebook.
+    """
+    import platform
+    import subprocess
+
+    import torch
+
+    import igkd
+    from igkd.paths import REPO_ROOT
+
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    cuda = torch.cuda.is_available()
+    return {
+        "profile": resolve(profile),
+        "seed": seed,
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "igkd": igkd.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git": rev or "unknown",
+    }
