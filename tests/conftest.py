@@ -1,0 +1,93 @@
+"""Shared fixtures: an isolated run cache, tiny CIFAR-10 copies in both layouts, the real data."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from igkd import data
+from igkd.errors import DataNotFoundError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_configure(config):
+    """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
+    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead."""
+    if "IGKD_RUNS_KEEP" not in os.environ:
+        os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
+
+
+def _tiny_arrays(n_per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), n_per_class)
+    images = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    return images, labels
+
+
+@pytest.fixture
+def imagefolder_cifar(tmp_path):
+    """A CIFAR-10 ImageFolder copy with 3 PNGs per class and split; returns (root, arrays)."""
+    root = tmp_path / "data"
+    arrays = {}
+    for split, seed in (("train", 0), ("test", 1)):
+        images, labels = _tiny_arrays(3, seed)
+        arrays[split] = (images, labels)
+        for i, (img, y) in enumerate(zip(images, labels, strict=True)):
+            d = root / "cifar10" / split / data.CIFAR10_CLASSES[y]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.transpose(1, 2, 0)).save(d / f"{i:04d}.png")
+    return root, arrays
+
+
+@pytest.fixture
+def torchvision_cifar(tmp_path):
+    """A CIFAR-10 copy in torchvision's pickled layout; returns (root, arrays)."""
+    root = tmp_path / "tv"
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    arrays = {}
+    train = [_tiny_arrays(1, seed) for seed in range(5)]
+    for i, (images, labels) in enumerate(train, start=1):
+        batch = {b"data": images.reshape(len(images), -1), b"labels": labels.tolist()}
+        (d / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    arrays["train"] = tuple(np.concatenate(x) for x in zip(*train, strict=True))
+    images, labels = _tiny_arrays(2, 9)
+    (d / "test_batch").write_bytes(
+        pickle.dumps({b"data": images.reshape(len(images), -1), b"labels": labels.tolist()})
+    )
+    arrays["test"] = (images, labels)
+    return root, arrays
+
+
+def require_data() -> bool:
+    """Tests on the real CIFAR-10 skip without it, except where IGKD_REQUIRE_DATA=1 (CI)."""
+    return os.environ.get("IGKD_REQUIRE_DATA") == "1"
+
+
+@pytest.fixture(scope="session")
+def cifar10_test():
+    """The real CIFAR-10 test set from $IGKD_DATA."""
+    try:
+        return data.load_cifar10("test", download=False)
+    except DataNotFoundError as e:
+        if require_data():
+            raise
+        pytest.skip(f"no CIFAR-10 here ({e})")
+
+
+@pytest.fixture(scope="session")
+def published_dir() -> Path:
+    """The authors' published students: $IGKD_CHECKPOINTS or ../shared beside the repo."""
+    d = Path(os.environ.get("IGKD_CHECKPOINTS", SHARED / "checkpoints" / "paper-ablation"))
+    if not d.is_dir():
+        if require_data():
+            raise FileNotFoundError(f"no published checkpoints at {d}")
+        pytest.skip(f"no published checkpoints at {d}")
+    return d
