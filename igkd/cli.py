@@ -31,6 +31,18 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"  {name:<12} {acc:6.2f} %")
 
 
+def _bench(args: argparse.Namespace) -> None:
+    import runpy
+
+    from igkd.paths import REPO_ROOT
+
+    script = REPO_ROOT / "benchmarks" / f"{args.what}_throughput.py"
+    if not script.is_file():
+        raise IgkdError(f"{script} not found: benchmarks run from a checkout of the repository")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_evaluate)
+    bench = sub.add_parser("bench", help="throughput benchmarks (ratios against a reference)")
+    bench.add_argument("what", choices=["train"], help="train: igkd engine vs DataLoader+PIL")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    bench.set_defaults(func=_bench)
     return parser
 
 

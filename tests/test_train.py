@@ -1,0 +1,115 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from igkd import data, models, pipeline, profiles, runs, train
+from igkd.errors import ConfigError
+
+
+def test_recipe_rejects_bad_values():
+    with pytest.raises(ConfigError, match="optimizer='rmsprop'"):
+        train.Recipe(epochs=1, batch_size=64, optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="epochs=0"):
+        train.Recipe(epochs=0, batch_size=64)
+
+
+def test_warmup_cosine_schedule_shape():
+    net = torch.nn.Linear(2, 2)
+    r = train.Recipe(
+        epochs=1, batch_size=2, optimizer="sgd", lr=1.0, schedule="warmup_cosine", warmup=0.25
+    )
+    opt = train._optimizer(net, r)
+    sched = train._schedule(opt, r, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1 / 25) and max(lrs) == pytest.approx(1.0)
+    assert lrs.index(max(lrs)) == 24 and lrs[-1] < 0.01
+
+
+def test_fit_learns_and_reports_final_and_best():
+    torch.manual_seed(0)
+    tr, te = data.load_synthetic("train", 640), data.load_synthetic("test", 200)
+    r = train.Recipe(epochs=3, batch_size=64, optimizer="adam", lr=2e-3)
+    m = train.fit(models.student(1122), tr, r, seed=0, test=te, val=te, progress=False)
+    assert m["epochs"] == 3 and m["final_train_accuracy"] > 30
+    for k in ("final_test_accuracy", "best_test_accuracy", "best_test_epoch", "final_val_accuracy"):
+        assert k in m
+    assert m["best_test_accuracy"] >= m["final_test_accuracy"]
+
+
+def test_teacher_run_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path))
+    monkeypatch.setenv("IGKD_DATA", str(tmp_path / "no-data"))
+    tiny = profiles.PROFILES["ci"].replace(train_size=300, test_size=100)
+    monkeypatch.setitem(profiles.PROFILES, "ci", tiny)
+    small = {"epochs": 1, "batch_size": 100}
+    with pytest.warns(UserWarning, match="synthetic"):
+        first = pipeline.teacher_run("ci", recipe=small, progress=False)
+    assert first.done and first.metrics["data"] == "synthetic" and first.metrics["epochs"] == 1
+    calls = []
+    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1))
+    with pytest.warns(UserWarning, match="synthetic"):
+        again = pipeline.teacher_run("ci", recipe=small, progress=False)
+    assert again.path == first.path and not calls
+    assert models.count_parameters(pipeline.load_model(again)) == models.TEACHER_PARAMETERS
+
+
+SCRIPT = """
+import hashlib, json, torch
+from igkd import data, models, runs, train
+tr = data.load_synthetic("train", 384)
+r = train.Recipe(epochs=4, batch_size=64, optimizer="sgd", lr=0.05, schedule="warmup_cosine", warmup=0.25)
+def compute(run):
+    torch.manual_seed(7)
+    net = models.student(4.1)
+    m = train.fit(net, tr, r, seed=1, run=run, progress=False)
+    blob = b"".join(v.numpy().tobytes() for v in net.state_dict().values())
+    return {**m, "weights": hashlib.sha256(blob).hexdigest()}
+print(json.dumps(runs.get_or_run("toy", {"x": 1}, compute).metrics))
+"""
+
+
+def _history(root):
+    (path,) = (root / "toy").iterdir()
+    rows = (path / "history.csv").read_text().splitlines()
+    # seconds and images/s are wall-clock measurements; everything else must match exactly
+    return [",".join(c for i, c in enumerate(r.split(",")) if i not in (4, 5)) for r in rows]
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path):
+    env = {**os.environ, "IGKD_RUNS": str(tmp_path / "ref")}
+    ref = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert ref.returncode == 0, ref.stderr
+    expected = json.loads(ref.stdout)
+
+    env["IGKD_RUNS"] = str(tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not list((tmp_path / "killed").glob("toy/*/checkpoint.pt")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = (tmp_path / "killed" / "toy").iterdir()
+    assert not (run_dir / "DONE").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads(resumed.stdout)
+    assert got["weights"] == expected["weights"]
+    assert got["final_train_accuracy"] == expected["final_train_accuracy"]
+    assert _history(tmp_path / "killed") == _history(tmp_path / "ref")
+    attempts = runs.Run("toy", {}, run_dir).read_json("metadata.json")["attempts"]
+    assert len(attempts) == 2  # it really was resumed, not recomputed in one go
