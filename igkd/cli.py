@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_evaluate)
     bench = sub.add_parser("bench", help="throughput benchmarks (ratios against a reference)")
-    bench.add_argument("what", choices=["train"], help="train: igkd engine vs DataLoader+PIL")
+    bench.add_argument(
+        "what",
+        choices=["train", "ig"],
+        help="train: igkd engine vs DataLoader+PIL; ig: igkd integrated gradients vs Captum",
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
     bench.set_defaults(func=_bench)
     return parser

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from igkd import data, models, profiles, runs, train
+from igkd import data, losses, models, paper, profiles, runs, train
+from igkd.attribution import load_ig_maps, precompute_ig
+from igkd.errors import ConfigError
 from igkd.profiles import Profile
 
 
@@ -74,3 +77,245 @@ def load_model(run: runs.Run) -> nn.Module:
     model = models.teacher()
     model.load_state_dict(run.load_torch("model.pt"))
     return model.eval()
+
+
+def ig_run(
+    profile: str | None = None,
+    seed: int = 0,
+    *,
+    teacher: runs.Run | None = None,
+    n_steps: int | None = None,
+    method: str = "gausslegendre",
+    baseline: str = "normalized-zero",
+    precision: str = "fp32",
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> runs.Run:
+    """The finished IG-map store for the profile's training set (computed now if missing).
+
+    The maps are the IG of `teacher` (default: the profile's teacher run of `seed`, trained if
+    missing) on the profile's training images in dataset order; `n_steps` None takes the
+    profile's `ig_n_steps`. Read them with `load_ig_maps(run, train_data, teacher_run)` or
+    `ig_maps(...)`.
+    """
+    prof = profiles.get(profile)
+    if teacher is None:
+        teacher = teacher_run(prof.name, seed, data_root=data_root, progress=progress)
+    train_ds, _ = datasets(prof, data_root)
+    return precompute_ig(
+        teacher,
+        train_ds,
+        n_steps=n_steps if n_steps is not None else prof.ig_n_steps,
+        method=method,
+        baseline=baseline,
+        precision=precision,
+        batch_size=prof.ig_batch_size,
+        chunk_size=prof.ig_chunk_size,
+        progress=progress,
+    )
+
+
+def ig_maps(
+    profile: str | None = None,
+    seed: int = 0,
+    *,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    **settings: object,
+) -> np.ndarray:
+    """The IG maps (N, 32, 32) float16 of the profile's training set, read-only memory-mapped.
+
+    `settings` are `ig_run`'s keyword arguments (teacher, n_steps, method, baseline, precision).
+    """
+    prof = profiles.get(profile)
+    teacher = settings.pop("teacher", None) or teacher_run(
+        prof.name, seed, data_root=data_root, progress=progress
+    )
+    store = ig_run(
+        prof.name, seed, teacher=teacher, data_root=data_root, progress=progress, **settings
+    )
+    train_ds, _ = datasets(prof, data_root)
+    return load_ig_maps(store, train_ds, teacher)
+
+
+def student_run(
+    compression: float | str = 4.1,
+    method: str = "KD_IG",
+    *,
+    profile: str | None = None,
+    seed: int = 0,
+    alpha: float | None = None,
+    temperature: float | None = None,
+    overlay_prob: float | None = None,
+    gamma: float | None = None,
+    epochs: int | None = None,
+    teacher_outputs: str = "online",
+    at_form: str = "paper",
+    overlay_order: str = "aligned",
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> runs.Run:
+    """The finished student run: `method` (a paper preset, with overrides) at `compression`.
+
+    Gets or trains the teacher and gets or computes the IG maps it needs, through the run cache.
+    The run holds model.pt, history.csv and metrics.json.
+    """
+    s = student_settings(
+        compression,
+        method,
+        profile=profile,
+        alpha=alpha,
+        temperature=temperature,
+        overlay_prob=overlay_prob,
+        gamma=gamma,
+        epochs=epochs,
+        teacher_outputs=teacher_outputs,
+        at_form=at_form,
+        overlay_order=overlay_order,
+    )
+    prof, row = profiles.get(s["profile"]), models.COMPRESSION_TABLE[s["compression"]]
+    m, r = losses.Method(**s["weights"]), train.Recipe(**s["recipe"])
+    train_ds, test_ds = datasets(prof, data_root)
+    uses_teacher = m.needs_teacher or m.overlay_prob > 0  # the IG maps are the teacher's too
+    t_run = teacher_run(prof.name, data_root=data_root, progress=progress) if uses_teacher else None
+    i_run = None
+    if m.overlay_prob > 0:
+        i_run = ig_run(prof.name, teacher=t_run, data_root=data_root, progress=progress)
+    config = {
+        "model": "student",
+        "layers_removed": row.layers_removed,
+        "method": dataclasses.asdict(m),
+        "recipe": dataclasses.asdict(r),
+        "seed": seed,
+        "teacher_run": t_run.path.name if t_run is not None else None,
+        "ig_run": i_run.path.name if i_run is not None else None,
+        "teacher_outputs": s["teacher_outputs"],
+        "overlay_order": s["overlay_order"],
+        "train_data": train_ds.fingerprint,
+        "test_data": test_ds.fingerprint,
+    }
+
+    def compute(run: runs.Run) -> dict:
+        teacher = load_model(t_run) if m.needs_teacher else None
+        layer = models.attention_layer(row.layers_removed)
+        cached = None
+        if m.needs_teacher and teacher_outputs == "cached":
+            cached = train.teacher_outputs(teacher, train_ds, layer)
+        maps = None
+        if i_run is not None:  # float16 on disk; the overlay works in float32
+            maps = torch.from_numpy(np.asarray(load_ig_maps(i_run, train_ds, t_run), np.float32))
+        distill = train.Distillation(
+            m,
+            teacher,
+            maps,
+            teacher_outputs,
+            cached,
+            student_layer=layer,
+            teacher_layer=layer,
+            overlay_order=overlay_order,
+        )
+        torch.manual_seed(seed)
+        student = models.student(layers_removed=row.layers_removed)
+        metrics = train.fit(
+            student,
+            train_ds,
+            r,
+            seed=seed,
+            run=run,
+            test=test_ds,
+            progress=progress,
+            distill=distill,
+        )
+        run.save_torch("model.pt", student.state_dict())
+        final = train.evaluate(student, test_ds)
+        return {
+            **metrics,
+            "method": method,
+            "compression": row.label,
+            "compression_ratio": row.ratio,
+            "parameters": row.parameters,
+            "per_class_test_accuracy": final.per_class,
+            "data": train_ds.source,
+            "train_images": len(train_ds),
+            "test_images": len(test_ds),
+            "teacher_test_accuracy": t_run.metrics["final_test_accuracy"] if t_run else None,
+            "settings": s,
+            "environment": profiles.environment(prof.name, seed),
+        }
+
+    return runs.get_or_run("student", config, compute)
+
+
+def student_settings(
+    compression: float | str = 4.1,
+    method: str = "KD_IG",
+    *,
+    profile: str | None = None,
+    alpha: float | None = None,
+    temperature: float | None = None,
+    overlay_prob: float | None = None,
+    gamma: float | None = None,
+    epochs: int | None = None,
+    teacher_outputs: str = "online",
+    at_form: str = "paper",
+    overlay_order: str = "aligned",
+) -> dict:
+    """Validate a student's settings and return them resolved; a ConfigError names a bad value.
+
+    Cheap (no data, no training): notebooks call it first so bad parameters stop at once.
+    """
+    prof = profiles.get(profile)
+    row = models.compression_row(compression)
+    m = losses.method(
+        method,
+        alpha=alpha,
+        temperature=temperature,
+        overlay_prob=overlay_prob,
+        gamma=gamma,
+        at_form=at_form,
+    )
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"epochs={epochs!r}; use a positive integer or None (the profile's)")
+    recipe = train.Recipe(
+        **{**prof.student_recipe, **({"epochs": epochs} if epochs is not None else {})}
+    )
+    if teacher_outputs not in ("online", "cached"):
+        raise ConfigError(f"teacher_outputs={teacher_outputs!r}; use 'online' or 'cached'")
+    if overlay_order not in ("aligned", "published"):
+        raise ConfigError(f"overlay_order={overlay_order!r}; use 'aligned' or 'published'")
+    return {
+        "profile": prof.name,
+        "compression": row.label,
+        "layers_removed": row.layers_removed,
+        "method": method,
+        "weights": dataclasses.asdict(m),
+        "recipe": dataclasses.asdict(recipe),
+        "teacher_outputs": teacher_outputs if m.needs_teacher else None,
+        "overlay_order": overlay_order if m.overlay_prob > 0 else None,
+    }
+
+
+def student_summary(metrics: dict) -> dict:
+    """One column of a result table: our student beside the paper's numbers for the same setting."""
+    method, label = metrics["method"], metrics["compression"]
+    runs_ = paper.ABLATION_RUNS.get(method)
+    return {
+        "profile": metrics["environment"]["profile"],
+        "data": metrics["data"],
+        "method": method,
+        "compression": f"{label}x ({metrics['compression_ratio']:.4g})",
+        "parameters": metrics["parameters"],
+        "epochs": metrics["epochs"],
+        "training time (min)": round(metrics["train_seconds"] / 60, 1),
+        "test accuracy, final (%)": round(metrics["final_test_accuracy"], 2),
+        "test accuracy, best epoch (%)": round(metrics["best_test_accuracy"], 2),
+        "teacher, ours (%)": round(metrics["teacher_test_accuracy"], 2)
+        if metrics.get("teacher_test_accuracy")
+        else None,
+        "paper: ten-run mean at 4.1x (%)": round(paper.ablation_mean(method), 2)
+        if runs_ and label == "4.1"
+        else None,
+        "paper: best of ten at 4.1x (%)": max(runs_) if runs_ and label == "4.1" else None,
+        "paper: sweep table (%)": paper.SWEEP.get(label, {}).get(method),
+        "paper: teacher (%)": paper.TEACHER_ACCURACY,
+    }
