@@ -115,6 +115,29 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with each BatchNorm folded into the convolution before it.
+
+    In eval mode BatchNorm is a per-channel affine map, so it can be merged into the preceding
+    convolution's weights and bias (torch.fx's `fuse`): the same function up to float rounding,
+    with one memory-bound pass less per layer in the forward and the backward. On the 2-core
+    reference CPU it makes the teacher's IG 1.4-1.6x faster; the attributions move by 3-5e-4
+    relative (max |a - b| / max |a|), the same as Captum's own NCHW vs channels_last gap (see
+    `integrated_gradients`). The caller's model is not changed.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    was_training = model.training
+    try:
+        return fuse(model.eval(), inplace=False)
+    except Exception as e:  # symbolic tracing fails on data-dependent control flow
+        raise ConfigError(
+            f"cannot fold the BatchNorm layers of {type(model).__name__} ({e}); use fold_bn=False"
+        ) from e
+    finally:
+        model.train(was_training)
+
+
 def _normalized_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 or [0, 1] float (B, 3, H, W) -> float32 in the teacher's normalised space."""
     if images.dim() != 4 or images.shape[1] != 3:
@@ -147,6 +170,7 @@ def integrated_gradients(
     baseline: str = "normalized-zero",
     chunk_size: int | None = None,
     precision: str = "fp32",
+    fold_bn: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """IG of `model`'s logit of `targets` at `images`; returns (attributions, delta).
 
@@ -165,6 +189,9 @@ def integrated_gradients(
     keeps 8 mantissa bits), about 2e-3 per pixel in min-max-normalised maps. It may pay on a GPU
     (untested); on the 2-core AVX512-BF16 reference CPU it was slower than fp32 (5.4 vs 7.5
     images/s at 50 steps).
+
+    `fold_bn=True` runs a copy of the model with its BatchNorm layers folded into the
+    convolutions (`fold_batchnorm`): 1.4-1.6x faster, 3-5e-4 relative difference.
 
     Agreement with Captum: 2e-7 relative on the trained teacher when both run the same kernels.
     The integrand has ReLU6 kinks, so an interpolant whose pre-activation lies within rounding
@@ -195,6 +222,8 @@ def integrated_gradients(
     w = torch.tensor(weights, dtype=torch.float32, device=device)
     total = torch.zeros_like(x)  # sum_k w_k dF/dx at the k-th interpolant, per image
 
+    if fold_bn:
+        model = fold_batchnorm(model)
     model.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with _frozen(model), torch.enable_grad():
@@ -272,6 +301,7 @@ def precompute_ig(
     precision: str = "fp32",
     batch_size: int = 256,
     chunk_size: int | None = None,
+    fold_bn: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> Run:
@@ -283,7 +313,9 @@ def precompute_ig(
     `maps.npy` float16 (N, H, W) and `completeness.npy` float32 (N, 2): the delta and
     F(x) - F(x') per image. `batch_size` images are computed, written into a memory map, flushed
     and checkpointed at a time, so a killed precompute resumes after its last finished batch.
-    `device` defaults to CUDA when available. Read the maps with `load_ig_maps`.
+    `fold_bn=True` folds the teacher's BatchNorm into its convolutions first (1.4-1.6x faster,
+    3-5e-4 relative difference; see `fold_batchnorm`). `device` defaults to CUDA when available.
+    Read the maps with `load_ig_maps`.
     """
     quadrature(n_steps, method)  # validate before anything is created on disk
     baseline_input(torch.zeros(1, 3, 1, 1), baseline)
@@ -299,12 +331,16 @@ def precompute_ig(
         "baseline": baseline,
         "precision": precision,
     }
+    if fold_bn:  # recorded only when set, so the stores computed before the option keep their hash
+        config["fold_bn"] = True
 
     def compute(run: Run) -> dict:
         from tqdm.auto import tqdm
 
         where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = _teacher_model(teacher_run).to(where)
+        if fold_bn:
+            model = fold_batchnorm(model)  # once, not per batch
         if where.type == "cpu":
             # Gradients near the baseline underflow to denormals, which x86 computes slowly;
             # flushing them to zero is ~10 % faster here (train.fit makes the same choice).

@@ -88,6 +88,7 @@ def ig_run(
     method: str = "gausslegendre",
     baseline: str = "normalized-zero",
     precision: str = "fp32",
+    fold_bn: bool = False,
     data_root: str | Path | None = None,
     progress: bool = True,
 ) -> runs.Run:
@@ -111,6 +112,7 @@ def ig_run(
         precision=precision,
         batch_size=prof.ig_batch_size,
         chunk_size=prof.ig_chunk_size,
+        fold_bn=fold_bn,
         progress=progress,
     )
 
@@ -125,7 +127,8 @@ def ig_maps(
 ) -> np.ndarray:
     """The IG maps (N, 32, 32) float16 of the profile's training set, read-only memory-mapped.
 
-    `settings` are `ig_run`'s keyword arguments (teacher, n_steps, method, baseline, precision).
+    `settings` are `ig_run`'s keyword arguments (teacher, n_steps, method, baseline, precision,
+    fold_bn).
     """
     prof = profiles.get(profile)
     teacher = settings.pop("teacher", None) or teacher_run(

@@ -164,6 +164,22 @@ def test_bf16_is_close_to_fp32() -> None:
     assert bf16.dtype == torch.float32 and 0 < _relative(bf16, fp32) < 1e-2
 
 
+def test_folding_batchnorm_keeps_the_function_and_the_callers_model() -> None:
+    net = calibrated_teacher()
+    net.train()
+    folded = attribution.fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert net.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    ds = data.load_synthetic("test", 3, seed=5)
+    x = data.to_float(ds.images, normalized=True)
+    net.eval()
+    assert _relative(folded(x), net(x)) < 1e-4
+    # fold_bn=True is IG of the folded copy (which on this chaotic network differs by ~1e-2).
+    a, _ = integrated_gradients(net, ds.images, ds.labels, n_steps=3, fold_bn=True)
+    b, _ = integrated_gradients(folded, ds.images, ds.labels, n_steps=3)
+    assert _relative(a, b) < 1e-6
+
+
 def test_ig_map_is_the_sum_of_absolute_values_over_rgb() -> None:
     attr = torch.randn(2, 3, 4, 5)
     m = ig_map(attr)
@@ -264,6 +280,8 @@ def test_mismatched_or_unfinished_store_is_refused(monkeypatch, tmp_path) -> Non
     (store.path / "DONE").unlink()
     with pytest.raises(CheckpointError, match="not a finished IG-map store"):
         load_ig_maps(store, ds, teacher_run)
+    folded = precompute_ig(teacher_run, ds, n_steps=1, batch_size=8, fold_bn=True, progress=False)
+    assert folded.path != store.path and folded.metrics["fold_bn"] is True
 
 
 # One thread: small chunks on an oversubscribed CPU (another torch job on the same cores) slow
