@@ -7,6 +7,7 @@ one shared copy of the data (IGKD_DATA) and of the run cache (IGKD_RUNS).
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +50,17 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def git_revision() -> str | None:
+    """HEAD of the checkout igkd runs from, or None outside git (an installed wheel, no git)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None

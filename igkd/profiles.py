@@ -144,22 +144,13 @@ def environment(profile: str | None = None, seed: int | None = None) -> dict[str
     Recorded in every run's metadata and printed at the top of every notebook.
     """
     import platform
-    import subprocess
 
     import torch
 
     import igkd
-    from igkd.paths import REPO_ROOT
+    from igkd.paths import git_revision
 
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
+    rev = git_revision()
     cuda = torch.cuda.is_available()
     return {
         "profile": resolve(profile),
@@ -171,5 +162,5 @@ def environment(profile: str | None = None, seed: int | None = None) -> dict[str
         "igkd": igkd.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git": rev or "unknown",
+        "git": rev[:7] if rev else "unknown",
     }

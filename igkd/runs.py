@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import socket
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,20 +96,6 @@ def _check_kind(kind: str) -> None:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _git_revision() -> str | None:
-    """HEAD of the checkout igkd runs from, or None outside git (an installed wheel, no git)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(paths.REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def _plain(value: Any) -> Any:
@@ -289,7 +274,7 @@ class Run:
                 "python": platform.python_version(),
                 "torch": torch.__version__,
                 "igkd": igkd.__version__,
-                "git_revision": _git_revision(),
+                "git_revision": paths.git_revision(),
                 "threads": torch.get_num_threads(),
                 "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "argv": sys.argv,
