@@ -3,7 +3,7 @@
 Conventional (the published code's way, torchvision's CIFAR10 dataset style): a DataLoader over PIL
 images with per-sample RandomCrop(32, 4) / RandomHorizontalFlip / ToTensor, NCHW float32.
 igkd: the whole set as one uint8 tensor, batched crop/flip, channels_last, bf16 autocast where the
-CPU has it (`igkd.train.fit`). Same model, optimiser (Adam 1e-3), batch size, images and machine,
+CPU has it, with the convs bf16 slows down (strided depthwise, stem) kept in fp32 (`igkd.train.fit`). Same model, optimiser (Adam 1e-3), batch size, images and machine,
 measured in the same process. Prints images/s of each and the ratio.
 
     python benchmarks/train_throughput.py [--images 3200] [--batch-size 64] [--workers 1]

@@ -134,6 +134,40 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+class _Fp32Conv2d(nn.Conv2d):
+    """A Conv2d that steps out of CPU bf16 autocast (same parameters, same state_dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def _slow_in_bf16(m: nn.Module) -> bool:
+    # oneDNN's bf16 backward of strided depthwise convs is 3-20x slower than its fp32 one on
+    # AVX512-BF16 CPUs, and the 3-channel stem gains nothing from bf16 (benchmarks/train_throughput.py).
+    if type(m) is not nn.Conv2d:
+        return False
+    return m.in_channels <= 3 or (m.groups > 1 and max(m.stride) > 1)
+
+
+@contextlib.contextmanager
+def cpu_bf16_exceptions(model: nn.Module, precision: str, device: torch.device):
+    """While active, run the convs that bf16 makes slower in fp32 (CPU bf16 autocast only).
+
+    Swaps their class in place and restores it on exit, so weights and checkpoints are untouched.
+    """
+    swapped = []
+    if precision == "bf16" and device.type == "cpu":
+        swapped = [m for m in model.modules() if _slow_in_bf16(m)]
+    for m in swapped:
+        m.__class__ = _Fp32Conv2d
+    try:
+        yield model
+    finally:
+        for m in swapped:
+            m.__class__ = nn.Conv2d
+
+
 def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     if r.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
@@ -297,74 +331,75 @@ def fit(
         start_epoch, elapsed = state["epoch"], state["seconds"]
         history = list(run.history)
 
-    for epoch in range(start_epoch, recipe.epochs):
-        _seed_everything(seed * 100_003 + epoch)
-        g = torch.Generator(device).manual_seed(seed * 100_003 + epoch)
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train), generator=g, device=device)
-        if len(order) % recipe.batch_size == 1:
-            order = order[:-1]  # a batch of one breaks BatchNorm in train mode
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(
-            range(0, len(order), recipe.batch_size),
-            desc=f"epoch {epoch + 1}/{recipe.epochs}",
-            disable=not progress,
-            leave=False,
-            unit="batch",
-            mininterval=5,  # executed notebooks keep every refresh as text
-        )
-        for i in bar:
-            idx = order[i : i + recipe.batch_size]
-            y = labels[idx]
-            x = _view(images, idx, recipe, distill, g)
-            with _autocast(precision, device):
-                loss, logits = _forward(model, x, y, idx, recipe, distill, loss_fn)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
-            if progress and (i // recipe.batch_size) % 10 == 0:
-                seen = i + len(idx)
-                bar.set_postfix(
-                    img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-                    loss=f"{loss.item():.3f}",
-                )
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / len(order),
-            "train_accuracy": 100 * correct.item() / len(order),
-            "lr": sched.get_last_lr()[0],
-            "seconds": seconds,
-            "images_per_second": len(order) / seconds,
-        }
-        for name, ds in (("val", val), ("test", test)):
-            if ds is not None:
-                row[f"{name}_accuracy"] = evaluate(
-                    model, ds, recipe.normalized, device=device
-                ).accuracy
-        if progress:
-            shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
-            tqdm.write(f"epoch {epoch + 1}/{recipe.epochs} {shown}")
-        history.append(row)
-        if run is not None:
-            run.append_history(row)
-            run.save_checkpoint(
-                {
-                    "epoch": epoch + 1,
-                    "seconds": elapsed,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(),
-                }
+    with cpu_bf16_exceptions(model, precision, device):
+        for epoch in range(start_epoch, recipe.epochs):
+            _seed_everything(seed * 100_003 + epoch)
+            g = torch.Generator(device).manual_seed(seed * 100_003 + epoch)
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(train), generator=g, device=device)
+            if len(order) % recipe.batch_size == 1:
+                order = order[:-1]  # a batch of one breaks BatchNorm in train mode
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            bar = tqdm(
+                range(0, len(order), recipe.batch_size),
+                desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                disable=not progress,
+                leave=False,
+                unit="batch",
+                mininterval=5,  # executed notebooks keep every refresh as text
             )
+            for i in bar:
+                idx = order[i : i + recipe.batch_size]
+                y = labels[idx]
+                x = _view(images, idx, recipe, distill, g)
+                with _autocast(precision, device):
+                    loss, logits = _forward(model, x, y, idx, recipe, distill, loss_fn)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                loss_sum += loss.detach() * len(idx)
+                correct += (logits.argmax(1) == y).sum()
+                if progress and (i // recipe.batch_size) % 10 == 0:
+                    seen = i + len(idx)
+                    bar.set_postfix(
+                        img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                        loss=f"{loss.item():.3f}",
+                    )
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum.item() / len(order),
+                "train_accuracy": 100 * correct.item() / len(order),
+                "lr": sched.get_last_lr()[0],
+                "seconds": seconds,
+                "images_per_second": len(order) / seconds,
+            }
+            for name, ds in (("val", val), ("test", test)):
+                if ds is not None:
+                    row[f"{name}_accuracy"] = evaluate(
+                        model, ds, recipe.normalized, device=device
+                    ).accuracy
+            if progress:
+                shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
+                tqdm.write(f"epoch {epoch + 1}/{recipe.epochs} {shown}")
+            history.append(row)
+            if run is not None:
+                run.append_history(row)
+                run.save_checkpoint(
+                    {
+                        "epoch": epoch + 1,
+                        "seconds": elapsed,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict(),
+                    }
+                )
     return _summary(history, elapsed, precision)
 
 

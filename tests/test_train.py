@@ -113,3 +113,26 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     assert _history(tmp_path / "killed") == _history(tmp_path / "ref")
     attempts = runs.Run("toy", {}, run_dir).read_json("metadata.json")["attempts"]
     assert len(attempts) == 2  # it really was resumed, not recomputed in one go
+
+
+def test_bf16_exceptions_swap_and_restore():
+    """Strided depthwise convs and the stem leave bf16 autocast; classes and weights come back."""
+    from torch import nn
+
+    from igkd import models
+    from igkd.train import cpu_bf16_exceptions
+
+    model = models.student(4.1).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(2, 3, 32, 32)
+    with cpu_bf16_exceptions(model, "bf16", torch.device("cpu")):
+        swapped = [
+            m for m in model.modules() if type(m) is not nn.Conv2d and isinstance(m, nn.Conv2d)
+        ]
+        assert swapped and all(m.in_channels <= 3 or m.stride != (1, 1) for m in swapped)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(model(x)).all()
+    assert all(type(m) is nn.Conv2d for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with cpu_bf16_exceptions(model, "fp32", torch.device("cpu")):
+        assert all(type(m) is nn.Conv2d for m in model.modules() if isinstance(m, nn.Conv2d))
