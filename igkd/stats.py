@@ -1,0 +1,161 @@
+"""Statistics over many runs: per-method summaries, normality, t-tests, effect sizes, Holm.
+
+Inputs are accuracies in % (or any other score), one value per run. scipy and statsmodels do the
+maths; this module checks the inputs and arranges the outputs as dicts and pandas DataFrames.
+
+Which t-test: `paired=True` pairs run i of one method with run i of the other, which is right only
+when the two runs share their seed and data split (the paper's 7.2 ablation uses it; see
+paper.md). Otherwise use Welch's test (`paired=False`), which does not assume equal variances.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.diagnostic import lilliefors
+from statsmodels.stats.multitest import multipletests
+
+from igkd.errors import ConfigError
+
+CONFIDENCE = 0.95
+
+
+def _values(values: Sequence[float], name: str = "values") -> np.ndarray:
+    """`values` as a 1-D float array; ConfigError if empty, not numbers, or holding NaN/inf."""
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name} must be a list of numbers, got {values!r} ({e})") from None
+    if x.ndim != 1:
+        raise ConfigError(f"{name} must be a flat list of numbers, got shape {x.shape}")
+    if x.size == 0:
+        raise ConfigError(f"{name} is empty; give at least one run's value")
+    if not np.isfinite(x).all():
+        raise ConfigError(f"{name} holds NaN or infinite values ({x.tolist()}); drop failed runs")
+    return x
+
+
+def describe(values: Sequence[float]) -> dict:
+    """Summary of one method's runs.
+
+    Returns n, mean, sd (ddof=1), ci_low/ci_high (95 % t interval of the mean), min, max,
+    shapiro_p (Shapiro-Wilk, needs n >= 3), lilliefors_d/lilliefors_p (statsmodels, table p-values
+    as in the paper, needs n >= 4) and `note`, which says why a value is NaN ("" when none is).
+    """
+    out = _describe(_values(values))
+    return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
+
+
+def _describe(x: np.ndarray) -> dict:
+    n = x.size
+    nan = math.nan
+    out = {"n": int(n), "mean": x.mean(), "sd": nan, "ci_low": nan, "ci_high": nan}
+    out |= {"min": x.min(), "max": x.max(), "shapiro_p": nan, "lilliefors_d": nan}
+    out |= {"lilliefors_p": nan, "note": ""}
+    if n < 2:
+        out["note"] = "n=1: sd and CI need n >= 2, Shapiro-Wilk n >= 3, Lilliefors n >= 4"
+        return out
+    out["sd"] = x.std(ddof=1)
+    sem = stats.sem(x)
+    if sem > 0:
+        out["ci_low"], out["ci_high"] = stats.t.interval(
+            CONFIDENCE, n - 1, loc=out["mean"], scale=sem
+        )
+    else:  # every run gave the same value: the interval is that value and normality is undefined
+        out["ci_low"] = out["ci_high"] = out["mean"]
+        out["note"] = "all values equal: normality tests undefined"
+        return out
+    if n < 3:
+        out["note"] = f"n={n}: Shapiro-Wilk needs n >= 3, Lilliefors n >= 4"
+        return out
+    out["shapiro_p"] = stats.shapiro(x).pvalue
+    if n < 4:
+        out["note"] = f"n={n}: Lilliefors needs n >= 4"
+        return out
+    out["lilliefors_d"], out["lilliefors_p"] = lilliefors(x, dist="norm", pvalmethod="table")
+    return out
+
+
+def summarize(results: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+    """Per-method summary table (one row per method, in the given order; columns as `describe`)."""
+    if not results:
+        raise ConfigError("results is empty; give {method: [value per run, ...]}")
+    rows = {}
+    for method, values in results.items():
+        try:
+            rows[method] = describe(values)
+        except ConfigError as e:
+            raise ConfigError(f"method {method!r}: {e}") from None
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
+def compare(a: Sequence[float], b: Sequence[float], paired: bool = False) -> dict:
+    """t-test of mean(a) against mean(b): Welch's (paired=False) or paired on run i (paired=True).
+
+    Returns test, n_a, n_b, mean_a, mean_b, diff (mean_a - mean_b), ci_low/ci_high (95 % CI of diff),
+    t, df, p (two-sided), d and d_kind: Cohen's d with the pooled sd for Welch, d_z (mean of the
+    differences / their sd) for paired.
+    """
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.size < 2 or y.size < 2:
+        raise ConfigError(f"a t-test needs at least 2 runs per side, got {x.size} and {y.size}")
+    if paired:
+        if x.size != y.size:
+            raise ConfigError(
+                f"paired test needs equal lengths, got {x.size} and {y.size}; "
+                "pair runs by seed or use paired=False (Welch)"
+            )
+        res = stats.ttest_rel(x, y)
+        diffs = x - y
+        sd, d_kind = diffs.std(ddof=1), "d_z (mean difference / sd of differences)"
+    else:
+        res = stats.ttest_ind(x, y, equal_var=False)
+        nx, ny = x.size, y.size
+        sd = math.sqrt(((nx - 1) * x.var(ddof=1) + (ny - 1) * y.var(ddof=1)) / (nx + ny - 2))
+        d_kind = "Cohen's d (pooled sd)"
+    diff = x.mean() - y.mean()
+    ci = res.confidence_interval(CONFIDENCE)
+    return {
+        "test": "paired t" if paired else "Welch t",
+        "n_a": x.size,
+        "n_b": y.size,
+        "mean_a": float(x.mean()),
+        "mean_b": float(y.mean()),
+        "diff": float(diff),
+        "ci_low": float(ci.low),
+        "ci_high": float(ci.high),
+        "t": float(res.statistic),
+        "df": float(res.df),
+        "p": float(res.pvalue),
+        "d": float(diff / sd) if sd > 0 else math.nan,
+        "d_kind": d_kind,
+    }
+
+
+def compare_all(
+    results: Mapping[str, Sequence[float]],
+    reference: str,
+    paired: bool = False,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Every other method against `reference` (columns as `compare`, a = method, b = reference),
+    plus p_holm (Holm-adjusted across these comparisons) and reject (p_holm < alpha)."""
+    if reference not in results:
+        raise ConfigError(f"reference {reference!r} is not among the methods {list(results)}")
+    others = [m for m in results if m != reference]
+    if not others:
+        raise ConfigError(f"nothing to compare: results hold only the reference {reference!r}")
+    rows = {}
+    for method in others:
+        try:
+            rows[method] = compare(results[method], results[reference], paired=paired)
+        except ConfigError as e:
+            raise ConfigError(f"{method!r} vs {reference!r}: {e}") from None
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+    reject, p_holm, _, _ = multipletests(table["p"], alpha=alpha, method="holm")
+    table["p_holm"], table["reject"] = p_holm, reject
+    return table
