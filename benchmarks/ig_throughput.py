@@ -6,7 +6,7 @@ batching, parameters requiring gradients, NCHW. igkd: `igkd.attribution.integrat
 (parameters frozen, chunks of 32 interpolants, one autograd.grad per chunk, channels_last), fp32.
 Same teacher, images and machine, measured in the same process. Prints images/s of each, the
 ratio, the largest relative difference max|igkd - captum| / max|captum| (against Captum on the
-same channels_last teacher and as published, NCHW), and the fraction of the machine's measured
+same channels_last teacher, as published (NCHW), and on a float64 copy of the teacher), and the fraction of the machine's measured
 fp32 matmul peak that igkd's IG reaches. Also timed: igkd with the teacher's BatchNorm folded into
 its convolutions (`fold_bn=True`) and, with --bf16, under bf16 autocast.
 
@@ -54,6 +54,7 @@ def captum_published(model, images, labels, n_steps: int, batch_size: int = 8):
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
         x = data.to_float(images[i : i + batch_size], normalized=True)
+        x = x.to(next(model.parameters()).dtype)
         out.append(
             ig.attribute(x, target=labels[i : i + batch_size], baselines=x * 0, n_steps=n_steps)
         )
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  igkd vs captum on the same channels_last teacher: {relative(attr, ref_cl):.4g}")
     print(f"  igkd vs captum as published (NCHW): {relative(attr, ref):.4g}")
     print(f"  captum channels_last vs captum NCHW (no igkd): {relative(ref_cl, ref):.4g}")
+    # Which fp32 result is closer to the exact integral's quadrature? Captum on a float64 copy.
+    exact, _ = captum_published(copy.deepcopy(reference).double(), images, labels, args.n_steps)
+    print("  against float64 Captum (the same quadrature without fp32 rounding):")
+    print(f"    igkd fp32: {relative(attr.double(), exact):.4g}")
+    print(f"    captum as published, fp32 NCHW: {relative(ref.double(), exact):.4g}")
 
     folded, t_fold = ours(model, images, labels, args.n_steps, args.chunk_size, fold_bn=True)
     print(

@@ -27,6 +27,10 @@ class Profile:
     ig_batch_size: int  # images per stored, checkpointed chunk: the work a kill can lose
     ig_chunk_size: int | None  # interpolants per autograd.grad; None = 32 on a CPU, 512 on a GPU
     student_recipe: dict  # keyword arguments of igkd.train.Recipe for students
+    # How many runs the experiment notebooks make (04-06, 09) when their parameters say None:
+    # ablation_runs (seeds per method), monte_carlo_runs (Train80Rand draws per method),
+    # sweep_runs (seeds per method and compression), tuning_trials (Optuna trials).
+    experiments: dict = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: object) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -56,6 +60,7 @@ PROFILES: dict[str, Profile] = {
         ig_batch_size=250,
         ig_chunk_size=32,
         student_recipe=dict(epochs=1, batch_size=64, optimizer="adam", lr=1e-3),
+        experiments=dict(ablation_runs=2, monte_carlo_runs=3, sweep_runs=1, tuning_trials=4),
     ),
     "quick": Profile(
         name="quick",
@@ -93,6 +98,8 @@ PROFILES: dict[str, Profile] = {
             schedule="warmup_cosine",
             warmup=0.05,
         ),
+        # ~10 min per student: 3 seeds x 4 methods is the afternoon-sized ablation.
+        experiments=dict(ablation_runs=3, monte_carlo_runs=3, sweep_runs=1, tuning_trials=12),
     ),
     "paper": Profile(
         name="paper",
@@ -117,6 +124,8 @@ PROFILES: dict[str, Profile] = {
         ig_chunk_size=None,
         # The paper's student recipe (paper.md 5): Adam 1e-3, no schedule, batch 64, 100 epochs.
         student_recipe=dict(epochs=100, batch_size=64, optimizer="adam", lr=1e-3),
+        # The paper's counts (paper.md 7.2-7.4, 6); its sweep's run count is unclear, 3 is ours.
+        experiments=dict(ablation_runs=10, monte_carlo_runs=60, sweep_runs=3, tuning_trials=100),
     ),
 }
 

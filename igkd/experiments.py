@@ -1,0 +1,75 @@
+"""Glue for the experiment notebooks (04-06, 09): run grids, accuracies per method, tables and
+plots that put our numbers beside the paper's. The runs themselves go through `igkd.sweep`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from igkd import paper, profiles, stats
+from igkd.errors import ConfigError
+
+
+def runs_for(kind: str, profile: str | None, runs: int | None) -> int:
+    """`runs` if given, else the profile's count for `kind` (ablation_runs, monte_carlo_runs, ...)."""
+    if runs is not None:
+        if not isinstance(runs, int) or runs < 1:
+            raise ConfigError(f"runs={runs!r}; use a positive integer or None (the profile's)")
+        return runs
+    return profiles.get(profile).experiments[kind]
+
+
+def grid(methods: Sequence[str], seeds: Iterable[int], **common: object) -> list[dict]:
+    """Keyword arguments of `pipeline.student_run` for every (seed, method), seed-major so that a
+    sweep cut short still has every method at the first seeds."""
+    if not methods:
+        raise ConfigError("methods is empty; name at least one of " + ", ".join(paper.METHODS))
+    return [
+        {**common, "method": m, "seed": s} for s, m in itertools.product(list(seeds), list(methods))
+    ]
+
+
+def accuracies(
+    results: Sequence[Mapping], by: str = "method", key: str = "final_test_accuracy"
+) -> dict[str, list[float]]:
+    """{value of `by`: [metric of each run]} from run metrics, in first-seen order."""
+    out: dict[str, list[float]] = {}
+    for r in results:
+        out.setdefault(str(r[by]), []).append(float(r[key]))
+    return out
+
+
+def beside_paper(ours: Mapping[str, Sequence[float]], theirs: Mapping[str, Sequence[float]]):
+    """Mean, sd, 95 % CI, min, max and n per method: ours and the paper's side by side (%)."""
+    cols = ["n", "mean", "sd", "ci_low", "ci_high", "min", "max"]
+    a = stats.summarize(ours)[cols]
+    b = stats.summarize({m: v for m, v in theirs.items() if m in ours})[cols]
+    table = pd.concat({"ours": a, "paper": b}, axis=1)
+    return table.round(4)
+
+
+def plot_means(
+    results: Mapping[str, Mapping[str, Sequence[float]]], ax: Axes | None = None, ylabel: str = ""
+) -> Axes:
+    """Mean and 95 % CI per method, one marker series per source (e.g. {"ours": ..., "paper": ...})."""
+    ax = ax or plt.subplots(figsize=(8, 3.5))[1]
+    methods = list(next(iter(results.values())))
+    width = 0.8 / len(results)
+    for k, (name, res) in enumerate(results.items()):
+        rows = [stats.describe(res[m]) if m in res else None for m in methods]
+        x = np.arange(len(methods)) + (k - (len(results) - 1) / 2) * width
+        mean = np.array([r["mean"] if r else np.nan for r in rows])
+        lo = np.array([r["ci_low"] if r else np.nan for r in rows])
+        hi = np.array([r["ci_high"] if r else np.nan for r in rows])
+        err = np.nan_to_num(np.vstack([mean - lo, hi - mean]))
+        ax.errorbar(x, mean, yerr=err, fmt="o", capsize=3, label=name)
+    ax.set_xticks(range(len(methods)), methods, rotation=30)
+    ax.set_ylabel(ylabel or "test accuracy (%)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return ax
