@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from igkd import paper, profiles, stats
+from igkd import models, paper, profiles, stats
 from igkd.errors import ConfigError
 
 
@@ -72,4 +72,62 @@ def plot_means(
     ax.set_ylabel(ylabel or "test accuracy (%)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def sweep_table(results: Sequence[Mapping]) -> pd.DataFrame:
+    """Per (compression, method): n, mean and 95 % CI of our runs beside the paper's sweep table."""
+    rows = []
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        groups.setdefault((r["compression"], r["method"]), []).append(r["final_test_accuracy"])
+    for (label, method), acc in groups.items():
+        d = stats.describe(acc)
+        rows.append(
+            {
+                "compression": label,
+                "ratio": models.COMPRESSION_TABLE[label].ratio,
+                "parameters": models.COMPRESSION_TABLE[label].parameters,
+                "method": method,
+                "n": d["n"],
+                "mean": d["mean"],
+                "ci_low": d["ci_low"],
+                "ci_high": d["ci_high"],
+                "paper": paper.SWEEP.get(label, {}).get(method, np.nan),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["ratio", "method"]).reset_index(drop=True)
+
+
+def plot_sweep(table: pd.DataFrame, teacher: float, ax: Axes | None = None) -> Axes:
+    """Accuracy relative to the teacher (percentage points) against compression, log axis:
+    ours (solid, 95 % CI band when n >= 2) and the paper's relative to its teacher (dashed)."""
+    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    for method, t in table.groupby("method", sort=False):
+        line = ax.plot(t["ratio"], t["mean"] - teacher, marker="o", label=f"{method} (ours)")[0]
+        ax.fill_between(
+            t["ratio"],
+            t["ci_low"] - teacher,
+            t["ci_high"] - teacher,
+            color=line.get_color(),
+            alpha=0.15,
+        )
+        if t["paper"].notna().any():
+            ax.plot(
+                t["ratio"],
+                t["paper"] - paper.TEACHER_ACCURACY,
+                ls="--",
+                marker="x",
+                color=line.get_color(),
+                alpha=0.7,
+                label=f"{method} (paper)",
+            )
+    ratios = sorted(table["ratio"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(ratios, [f"{r:.3g}x" for r in ratios])
+    ax.minorticks_off()
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xlabel("compression factor (teacher parameters / student parameters)")
+    ax.set_ylabel("accuracy - teacher's (pp)")
+    ax.legend(fontsize=7, ncol=2)
     return ax

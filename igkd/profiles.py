@@ -29,7 +29,8 @@ class Profile:
     student_recipe: dict  # keyword arguments of igkd.train.Recipe for students
     # How many runs the experiment notebooks make (04-06, 09) when their parameters say None:
     # ablation_runs (seeds per method), monte_carlo_runs (Train80Rand draws per method),
-    # sweep_runs (seeds per method and compression), tuning_trials (Optuna trials).
+    # sweep_runs (seeds per method and compression), tuning_trials (Optuna trials); the ci profile
+    # also narrows the sweep (sweep_compressions, sweep_methods; absent = the paper's grid).
     experiments: dict = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: object) -> Profile:
@@ -60,7 +61,14 @@ PROFILES: dict[str, Profile] = {
         ig_batch_size=250,
         ig_chunk_size=32,
         student_recipe=dict(epochs=1, batch_size=64, optimizer="adam", lr=1e-3),
-        experiments=dict(ablation_runs=2, monte_carlo_runs=3, sweep_runs=1, tuning_trials=4),
+        experiments=dict(
+            ablation_runs=2,
+            monte_carlo_runs=3,
+            sweep_runs=1,
+            sweep_compressions=["4.1", "140"],
+            sweep_methods=["student", "KD_IG"],
+            tuning_trials=4,
+        ),
     ),
     "quick": Profile(
         name="quick",
