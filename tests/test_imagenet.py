@@ -334,5 +334,5 @@ def test_student_runs_load_in_their_input_space():
         assert isinstance(loaded, models.Student) and loaded.normalized_inputs is normalized
         assert all(
             torch.equal(a, b)
-            for a, b in zip(loaded.state_dict().values(), net.state_dict().values())
+            for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True)
         )
