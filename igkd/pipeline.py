@@ -73,9 +73,19 @@ def teacher_run(
 
 
 def load_model(run: runs.Run) -> nn.Module:
-    """The trained model of a finished teacher run."""
-    model = models.teacher()
+    """The trained model of a finished teacher or student run.
+
+    `model.normalized_inputs` is set to the input space it was trained in (the run's recipe), so
+    `train.predict` and `imagenet.evaluate` feed it what it saw in training.
+    """
+    if run.config.get("model") == "student":
+        model = models.student(layers_removed=run.config["layers_removed"])
+    else:
+        model = models.teacher()
     model.load_state_dict(run.load_torch("model.pt"))
+    model.normalized_inputs = run.config.get("recipe", {}).get(
+        "normalized", model.normalized_inputs
+    )
     return model.eval()
 
 
