@@ -19,9 +19,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def pytest_configure(config):
     """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
-    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead."""
-    if "IGKD_RUNS_KEEP" not in os.environ:
-        os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
+    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.
+
+    xdist workers inherit the controller's IGKD_TEST_RUNS, so the session trains its ci teacher and
+    computes its IG maps once, not once per worker (the run cache's lock makes sharing safe)."""
+    if "IGKD_RUNS_KEEP" in os.environ:
+        return
+    if "IGKD_TEST_RUNS" not in os.environ:
+        os.environ["IGKD_TEST_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
+    os.environ["IGKD_RUNS"] = os.environ["IGKD_TEST_RUNS"]
 
 
 def _tiny_arrays(n_per_class: int, seed: int):
