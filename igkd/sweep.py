@@ -51,7 +51,10 @@ def _cores() -> int:
 
 
 def local_cluster(
-    n_workers: int | None = None, torch_threads: int | None = None, gpus: int | None = None
+    n_workers: int | None = None,
+    torch_threads: int | None = None,
+    gpus: int | None = None,
+    timeout: float = 300,
 ) -> SpecCluster:
     """A Dask cluster on this machine for runs: one worker process per GPU, each seeing only its
     own GPU (CUDA_VISIBLE_DEVICES), or `n_workers` (default 1) CPU worker processes.
@@ -59,6 +62,7 @@ def local_cluster(
     Each worker runs one task at a time (a run uses its device fully). `torch_threads` is each
     worker's torch thread count: default $OMP_NUM_THREADS, else the cores shared among the workers
     (Dask's own default of one thread would starve CPU training). `gpus` None counts the GPUs.
+    Returns once the workers are up (at most `timeout` seconds).
     """
     import dask
     import torch
@@ -92,7 +96,12 @@ def local_cluster(
             dashboard_address=":0",  # any free port: 8787 may be another cluster's
             env=env,
         )
-        cluster.scale(n)
+        cluster.scale(n)  # starts the workers in the background: wait while the config holds
+        try:
+            cluster.wait_for_workers(n, timeout=timeout)
+        except BaseException:
+            cluster.close()
+            raise
     return cluster
 
 
@@ -121,11 +130,10 @@ def connect(
         finally:
             client.close()
         return
-    cluster = local_cluster(n_workers, torch_threads)
+    cluster = local_cluster(n_workers, torch_threads, timeout=timeout)
     try:
         client = Client(cluster, set_as_default=False)
         try:
-            client.wait_for_workers(len(cluster.worker_spec), timeout=timeout)
             yield client
         finally:
             client.close()
@@ -201,22 +209,33 @@ def _student(config: dict, _after: Any = None) -> dict:
     return {"run_path": str(run.path), "computed": run.computed, "metrics": run.metrics}
 
 
+def prepare(
+    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
+) -> dict:
+    """Submit one task per distinct teacher (and IG maps) that validated `configs` need, unless
+    `prepared` (this function's earlier result, updated in place) has one. Returns
+    {(profile, data root): (future, makes the IG maps)}."""
+    prepared = {} if prepared is None else prepared
+    for key, ig in prerequisites(configs).items():
+        if key not in prepared or (ig and not prepared[key][1]):
+            future = client.submit(_prepare, *key, ig, retries=retries, key=_key("prepare", key[0]))
+            prepared[key] = (future, ig)
+    return prepared
+
+
 def submit(
-    client: Client, configs: Sequence[dict], *, retries: int = 1
+    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
 ) -> tuple[list[Future], dict]:
-    """Submit validated configs: first one task per distinct teacher (and IG maps), then the
-    students, each starting once its prerequisite is done. Returns (student futures in input
-    order, prerequisite futures by (profile, data root))."""
-    prep = {
-        key: client.submit(_prepare, *key, ig, retries=retries, key=_key("prepare", key[0]))
-        for key, ig in prerequisites(configs).items()
-    }
+    """Submit validated configs: their prerequisites first (`prepare`), then the students, each
+    starting once its teacher (and IG maps) exist. Returns (student futures in input order,
+    the prerequisites as `prepare` returns them, for the next call)."""
+    prepared = prepare(client, configs, retries=retries, prepared=prepared)
     futures = []
     for config in configs:
         key, teacher, _ = _needs(config)
-        after = prep[key] if teacher else None
+        after = prepared[key][0] if teacher else None
         futures.append(client.submit(_student, config, after, retries=retries, key=_key("run")))
-    return futures, prep
+    return futures, prepared
 
 
 def _key(what: str, detail: str | None = None) -> str:
@@ -256,6 +275,28 @@ def _error(future: Future) -> tuple[str, str]:
         return f"{type(e).__name__}: {e}", ""
     text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else ""
     return f"{type(exc).__name__}: {exc}", text
+
+
+def result_entry(future: Future, config: dict) -> dict:
+    """What `run_many` reports for a config's ended future: its metrics and status, or the error."""
+    if future.status == "finished":
+        out = future.result()
+        return {
+            **out["metrics"],
+            "status": "computed" if out["computed"] else "reused",
+            "run_path": out["run_path"],
+            "error": None,
+            "traceback": None,
+            "config": config,
+        }
+    message, text = _error(future)
+    return {
+        "status": "failed",
+        "run_path": None,
+        "error": message,
+        "traceback": text,
+        "config": config,
+    }
 
 
 # --- the sweep -------------------------------------------------------------------------------------
@@ -308,17 +349,16 @@ def run_many(
     with tqdm(total=len(futures), desc="runs", unit="run", disable=not progress) as bar:
         for future in as_completed(futures, loop=client.loop):
             i = where[future.key]
-            if future.status == "finished":
-                out = future.result()
-                status = "computed" if out["computed"] else "reused"
-                entry = {**out["metrics"], "run_path": out["run_path"], "error": None}
-                entry.update(status=status, traceback=None)
-            else:
-                status = "failed"
-                message, text = _error(future)
-                entry = {"status": status, "run_path": None, "error": message, "traceback": text}
-                log.warning("run %d (%s) failed: %s\n%s", i, _describe(configs[i]), message, text)
-            entry["config"] = configs[i]
+            entry = result_entry(future, configs[i])
+            status = entry["status"]
+            if status == "failed":
+                log.warning(
+                    "run %d (%s) failed: %s\n%s",
+                    i,
+                    _describe(configs[i]),
+                    entry["error"],
+                    entry["traceback"],
+                )
             results[i] = entry
             counts[status] += 1
             bar.set_postfix(counts, refresh=False)

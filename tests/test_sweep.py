@@ -326,12 +326,15 @@ def test_validate_resolves_the_profile_here(monkeypatch):
 
 
 def test_local_cluster_gives_each_gpu_worker_its_device_and_threads(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # so that the unset below is undone afterwards
+    monkeypatch.delenv("OMP_NUM_THREADS")  # unset: Nanny writes its pre-spawn value here
+    # Two torch threads each (no computation runs): not Dask's default of one, which would
+    # starve CPU training.
     with (
-        sweep.local_cluster(torch_threads=1, gpus=2) as cluster,
+        sweep.local_cluster(torch_threads=2, gpus=2) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        client.wait_for_workers(2, timeout=120)
         env = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), torch.get_num_threads()))
-        assert sorted(env.values()) == [("0", 1), ("1", 1)]
+        assert sorted(env.values()) == [("0", 2), ("1", 2)]
         assert set(client.nthreads().values()) == {1}  # one run at a time per worker
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # Nanny's pre-spawn value here is ours too
