@@ -15,3 +15,11 @@ class CheckpointError(IgkdError, ValueError):
 
 class ConfigError(IgkdError, ValueError):
     """A parameter has a value igkd does not accept."""
+
+
+class SweepError(IgkdError, RuntimeError):
+    """Some runs of a sweep failed; `results` holds every run's entry, the failed ones included."""
+
+    def __init__(self, message: str, results: list[dict]) -> None:
+        super().__init__(message)
+        self.results = results

@@ -165,6 +165,9 @@ def student_run(
     teacher_outputs: str = "online",
     at_form: str = "paper",
     overlay_order: str = "aligned",
+    train_fraction: float = 1.0,
+    val_fraction: float = 0.0,
+    split_seed: int | None = None,
     data_root: str | Path | None = None,
     progress: bool = True,
 ) -> runs.Run:
@@ -172,6 +175,13 @@ def student_run(
 
     Gets or trains the teacher and gets or computes the IG maps it needs, through the run cache.
     The run holds model.pt, history.csv and metrics.json.
+
+    Data: `val_fraction` > 0 holds out a stratified validation split of the profile's training set
+    (never the test set) and adds final/best_val_accuracy to the metrics, for tuning;
+    `train_fraction` < 1 then trains on a stratified random subset of the rest (the paper's
+    Monte Carlo "Train80Rand" is train_fraction=0.8 with a different seed per run). Both draws use
+    `split_seed`, None meaning the run's `seed`. The teacher and the IG maps stay those of the
+    whole training set.
     """
     s = student_settings(
         compression,
@@ -185,10 +195,16 @@ def student_run(
         teacher_outputs=teacher_outputs,
         at_form=at_form,
         overlay_order=overlay_order,
+        seed=seed,
+        train_fraction=train_fraction,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
     )
     prof, row = profiles.get(s["profile"]), models.COMPRESSION_TABLE[s["compression"]]
     m, r = losses.Method(**s["weights"]), train.Recipe(**s["recipe"])
-    train_ds, test_ds = datasets(prof, data_root)
+    full_train, test_ds = datasets(prof, data_root)
+    train_idx, val_ds = _split(full_train, s)
+    train_ds = full_train.subset(train_idx) if train_idx is not None else full_train
     uses_teacher = m.needs_teacher or m.overlay_prob > 0  # the IG maps are the teacher's too
     t_run = teacher_run(prof.name, data_root=data_root, progress=progress) if uses_teacher else None
     i_run = None
@@ -207,6 +223,13 @@ def student_run(
         "train_data": train_ds.fingerprint,
         "test_data": test_ds.fingerprint,
     }
+    # Only settings that differ from the defaults enter the config, so that the runs made before
+    # these options existed keep their hashes.
+    for key in ("train_fraction", "val_fraction", "split_seed"):
+        if key in s:
+            config[key] = s[key]
+    if val_ds is not None:
+        config["val_data"] = val_ds.fingerprint
 
     def compute(run: runs.Run) -> dict:
         teacher = load_model(t_run) if m.needs_teacher else None
@@ -215,8 +238,11 @@ def student_run(
         if m.needs_teacher and teacher_outputs == "cached":
             cached = train.teacher_outputs(teacher, train_ds, layer)
         maps = None
-        if i_run is not None:  # float16 on disk; the overlay works in float32
-            maps = torch.from_numpy(np.asarray(load_ig_maps(i_run, train_ds, t_run), np.float32))
+        if i_run is not None:  # float16 on disk, over the whole training set; the overlay: float32
+            stored = load_ig_maps(i_run, full_train, t_run)
+            if train_idx is not None:
+                stored = stored[train_idx.numpy()]
+            maps = torch.from_numpy(np.asarray(stored, np.float32))
         distill = train.Distillation(
             m,
             teacher,
@@ -236,6 +262,7 @@ def student_run(
             seed=seed,
             run=run,
             test=test_ds,
+            val=val_ds,
             progress=progress,
             distill=distill,
         )
@@ -251,6 +278,7 @@ def student_run(
             "data": train_ds.source,
             "train_images": len(train_ds),
             "test_images": len(test_ds),
+            **({"val_images": len(val_ds)} if val_ds is not None else {}),
             "teacher_test_accuracy": t_run.metrics["final_test_accuracy"] if t_run else None,
             "settings": s,
             "environment": profiles.environment(prof.name, seed),
@@ -272,11 +300,25 @@ def student_settings(
     teacher_outputs: str = "online",
     at_form: str = "paper",
     overlay_order: str = "aligned",
+    seed: int = 0,
+    train_fraction: float = 1.0,
+    val_fraction: float = 0.0,
+    split_seed: int | None = None,
 ) -> dict:
     """Validate a student's settings and return them resolved; a ConfigError names a bad value.
 
-    Cheap (no data, no training): notebooks call it first so bad parameters stop at once.
+    Cheap (no data, no training): notebooks and sweeps call it first so bad parameters stop at
+    once. train_fraction, val_fraction and split_seed (resolved: None -> `seed`) appear in the
+    result only when they change the data, i.e. not for the defaults.
     """
+    if not _is_int(seed):
+        raise ConfigError(f"seed={seed!r}; use an integer")
+    if split_seed is not None and not _is_int(split_seed):
+        raise ConfigError(f"split_seed={split_seed!r}; use an integer or None (the run's seed)")
+    if not (_is_number(train_fraction) and 0 < train_fraction <= 1):
+        raise ConfigError(f"train_fraction={train_fraction!r}; use a fraction in (0, 1]")
+    if not (_is_number(val_fraction) and 0 <= val_fraction < 1):
+        raise ConfigError(f"val_fraction={val_fraction!r}; use a fraction in [0, 1)")
     prof = profiles.get(profile)
     row = models.compression_row(compression)
     m = losses.method(
@@ -296,7 +338,7 @@ def student_settings(
         raise ConfigError(f"teacher_outputs={teacher_outputs!r}; use 'online' or 'cached'")
     if overlay_order not in ("aligned", "published"):
         raise ConfigError(f"overlay_order={overlay_order!r}; use 'aligned' or 'published'")
-    return {
+    out = {
         "profile": prof.name,
         "compression": row.label,
         "layers_removed": row.layers_removed,
@@ -306,6 +348,36 @@ def student_settings(
         "teacher_outputs": teacher_outputs if m.needs_teacher else None,
         "overlay_order": overlay_order if m.overlay_prob > 0 else None,
     }
+    if train_fraction < 1:
+        out["train_fraction"] = float(train_fraction)
+    if val_fraction > 0:
+        out["val_fraction"] = float(val_fraction)
+    if train_fraction < 1 or val_fraction > 0:  # the seed of the draws that make the splits
+        out["split_seed"] = split_seed if split_seed is not None else seed
+    return out
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _split(train_ds: data.Dataset, s: dict) -> tuple[torch.Tensor | None, data.Dataset | None]:
+    """(indices of the training images used or None for all, validation set or None) of the
+    resolved settings `s`: validation split first, then the training fraction of the rest."""
+    if "split_seed" not in s:
+        return None, None
+    idx, val = torch.arange(len(train_ds)), None
+    if "val_fraction" in s:
+        idx, val_idx = data.train_val_split(train_ds.labels, s["val_fraction"], s["split_seed"])
+        val = train_ds.subset(val_idx)
+    if "train_fraction" in s:
+        keep = data.stratified_subset(train_ds.labels[idx], s["train_fraction"], s["split_seed"])
+        idx = idx[keep]
+    return idx, val
 
 
 def student_summary(metrics: dict) -> dict:

@@ -111,6 +111,7 @@ class Run:
     config: dict
     path: Path
     history: list[dict] = field(default_factory=list, repr=False)  # rows of history.csv
+    computed: bool = field(default=False, repr=False)  # get_or_run finished it (not the cache)
 
     @classmethod
     def for_config(cls, kind: str, config: dict) -> Run:
@@ -326,6 +327,7 @@ def get_or_run(kind: str, config: dict, fn: Callable[[Run], dict]) -> Run:
                     tmp.unlink(missing_ok=True)
                 run._record_attempt()
                 run.finish(fn(run))
+                run.computed = True
                 return run
     run._write_or_verify_config()
     run.metrics  # noqa: B018 -- a finished run whose metrics are unreadable is an error now

@@ -70,6 +70,7 @@ def test_get_or_run_caches(runs_dir: Path) -> None:
     run = get_or_run("toy", {"seed": 0}, fn)
     again = get_or_run("toy", {"seed": 0}, fn)
     assert len(calls) == 1 and again.path == run.path
+    assert run.computed and not again.computed  # what a sweep reports as computed or reused
     assert run.path.parent == runs_dir / "toy" and run.done and again.metrics == {"accuracy": 91.5}
     assert json.loads((run.path / "config.json").read_text())["config"] == {"seed": 0}
     meta = json.loads((run.path / "metadata.json").read_text())

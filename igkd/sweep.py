@@ -1,0 +1,415 @@
+"""Many student runs at once on Dask distributed, through the run cache (design.md "Scale").
+
+A sweep is a list of configs, each the keyword arguments of `pipeline.student_run`::
+
+    from igkd import sweep
+    configs = [{"method": m, "seed": s} for m in ("student", "KD", "KD_IG") for s in range(3)]
+    results = sweep.run_many(configs)      # one metrics dict per config, in input order
+    table = sweep.results_frame(results)   # method, compression, seed, accuracies, run path
+
+Where runs execute: on the cluster whose scheduler is at $IGKD_SCHEDULER (e.g. tcp://host:8786,
+workers started with `dask worker tcp://host:8786 --nthreads 1` and the same IGKD_RUNS and
+IGKD_DATA, on a shared filesystem), else on a local cluster that `run_many` starts and stops: one
+worker process per GPU, or one worker process on a CPU box whose torch uses all cores.
+
+Every run goes through the run cache: finished runs are reused, a killed sweep started again does
+only what is missing (a run cut off mid-training resumes from its last epoch), and two workers
+never compute the same run at once (each run directory's flock).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from igkd import paths, pipeline
+from igkd.errors import ConfigError, SweepError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client, Future, SpecCluster
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ENV = "IGKD_SCHEDULER"
+_RUN_ARGS = inspect.signature(pipeline.student_run).parameters
+_SETTINGS_ARGS = inspect.signature(pipeline.student_settings).parameters
+
+
+# --- clusters --------------------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_cluster(
+    n_workers: int | None = None,
+    torch_threads: int | None = None,
+    gpus: int | None = None,
+    timeout: float = 300,
+) -> SpecCluster:
+    """A Dask cluster on this machine for runs: one worker process per GPU, each seeing only its
+    own GPU (CUDA_VISIBLE_DEVICES), or `n_workers` (default 1) CPU worker processes.
+
+    Each worker runs one task at a time (a run uses its device fully). `torch_threads` is each
+    worker's torch thread count: default $OMP_NUM_THREADS, else the cores shared among the workers
+    (Dask's own default of one thread would starve CPU training). `gpus` None counts the GPUs.
+    Returns once the workers are up (at most `timeout` seconds).
+    """
+    import dask
+    import torch
+    from distributed import LocalCluster
+
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    n = n_workers if n_workers is not None else max(gpus, 1)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n_workers={n_workers!r}; use a positive integer or None")
+    threads = torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or _cores() // n
+    threads = max(1, threads)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    class _Cluster(LocalCluster):
+        def new_worker_spec(self) -> dict:
+            # Worker i sees GPU i only: the runs need no device bookkeeping of their own.
+            spec = copy.deepcopy(super().new_worker_spec())
+            if gpus:
+                for name, s in spec.items():
+                    s["options"]["env"]["CUDA_VISIBLE_DEVICES"] = str(int(name) % gpus)
+            return spec
+
+    # Nanny also writes its pre-spawn variables (OMP_NUM_THREADS=1 ...) into this process's
+    # environment; make them ours so that neither side ends up with one thread.
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+        cluster = _Cluster(
+            n_workers=0,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: 8787 may be another cluster's
+            env=env,
+        )
+        cluster.scale(n)  # starts the workers in the background: wait while the config holds
+        try:
+            cluster.wait_for_workers(n, timeout=timeout)
+        except BaseException:
+            cluster.close()
+            raise
+    return cluster
+
+
+@contextmanager
+def connect(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    torch_threads: int | None = None,
+    timeout: float = 300,
+) -> Iterator[Client]:
+    """A Dask client for sweeps, closed (with any cluster it started) on leaving the block.
+
+    `address` (default $IGKD_SCHEDULER) connects to a running scheduler; without one, a
+    `local_cluster(n_workers, torch_threads)` is started. Waits up to `timeout` seconds for a
+    worker.
+    """
+    from distributed import Client
+
+    address = address or os.environ.get(SCHEDULER_ENV) or None
+    if address:
+        client = Client(address, timeout=timeout, set_as_default=False)
+        client.wait_for_workers(1, timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = local_cluster(n_workers, torch_threads, timeout=timeout)
+    try:
+        client = Client(cluster, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+# --- configs ---------------------------------------------------------------------------------------
+
+
+def validate(configs: Sequence[dict]) -> list[dict]:
+    """Check every config with `pipeline.student_settings` (no data, no training) and return
+    copies whose `profile` is resolved here, so that workers whose IGKD_PROFILE (or GPU) differs
+    still run what the caller meant. A ConfigError names the config (by index) and the bad value.
+    """
+    if isinstance(configs, dict) or not isinstance(configs, Sequence):
+        raise ConfigError("configs must be a list of dicts (keyword arguments of student_run)")
+    out = []
+    for i, config in enumerate(configs):
+        if not isinstance(config, dict):
+            raise ConfigError(f"configs[{i}] is a {type(config).__name__}; use a dict")
+        unknown = sorted(set(config) - set(_RUN_ARGS))
+        if unknown:
+            raise ConfigError(
+                f"configs[{i}] has unknown setting(s) {unknown}; use keyword arguments of "
+                f"pipeline.student_run ({', '.join(_RUN_ARGS)})"
+            )
+        try:
+            settings = pipeline.student_settings(
+                **{k: v for k, v in config.items() if k in _SETTINGS_ARGS}
+            )
+        except ConfigError as e:
+            raise ConfigError(f"configs[{i}] {config}: {e}") from None
+        out.append({"progress": False, **config, "profile": settings["profile"]})
+    return out
+
+
+def _needs(config: dict) -> tuple[tuple[str, str | None], bool, bool]:
+    """((profile, data root), needs the teacher, needs the IG maps) of a validated config."""
+    s = pipeline.student_settings(**{k: v for k, v in config.items() if k in _SETTINGS_ARGS})
+    w = s["weights"]
+    ig = w["overlay_prob"] > 0
+    teacher = ig or w["alpha"] > 0 or w["gamma"] > 0
+    root = config.get("data_root")
+    return (s["profile"], str(root) if root is not None else None), teacher, ig
+
+
+def prerequisites(configs: Sequence[dict]) -> dict[tuple[str, str | None], bool]:
+    """{(profile, data root): whether the IG maps are needed} for the configs that need a
+    teacher: what must exist before their students can start."""
+    out: dict[tuple[str, str | None], bool] = {}
+    for config in configs:
+        key, teacher, ig = _needs(config)
+        if teacher:
+            out[key] = out.get(key, False) or ig
+    return out
+
+
+# --- what the workers execute ----------------------------------------------------------------------
+
+
+def _prepare(profile: str, data_root: str | None, ig: bool) -> str:
+    """Worker task: get or make the profile's teacher (and IG maps); returns the teacher run dir."""
+    teacher = pipeline.teacher_run(profile, data_root=data_root, progress=False)
+    if ig:
+        pipeline.ig_run(profile, teacher=teacher, data_root=data_root, progress=False)
+    return str(teacher.path)
+
+
+def _student(config: dict, _after: Any = None) -> dict:
+    """Worker task: the student run of `config`; `_after` (a prerequisite's result) only orders it."""
+    run = pipeline.student_run(**config)
+    return {"run_path": str(run.path), "computed": run.computed, "metrics": run.metrics}
+
+
+def prepare(
+    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
+) -> dict:
+    """Submit one task per distinct teacher (and IG maps) that validated `configs` need, unless
+    `prepared` (this function's earlier result, updated in place) has one. Returns
+    {(profile, data root): (future, makes the IG maps)}."""
+    prepared = {} if prepared is None else prepared
+    for key, ig in prerequisites(configs).items():
+        if key not in prepared or (ig and not prepared[key][1]):
+            future = client.submit(_prepare, *key, ig, retries=retries, key=_key("prepare", key[0]))
+            prepared[key] = (future, ig)
+    return prepared
+
+
+def submit(
+    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
+) -> tuple[list[Future], dict]:
+    """Submit validated configs: their prerequisites first (`prepare`), then the students, each
+    starting once its teacher (and IG maps) exist. Returns (student futures in input order,
+    the prerequisites as `prepare` returns them, for the next call)."""
+    prepared = prepare(client, configs, retries=retries, prepared=prepared)
+    futures = []
+    for config in configs:
+        key, teacher, _ = _needs(config)
+        after = prepared[key][0] if teacher else None
+        futures.append(client.submit(_student, config, after, retries=retries, key=_key("run")))
+    return futures, prepared
+
+
+def _key(what: str, detail: str | None = None) -> str:
+    """A fresh task key: the same config submitted again (say after a failure) runs again."""
+    import uuid
+
+    return f"igkd-{what}{'-' + detail if detail else ''}-{uuid.uuid4().hex[:12]}"
+
+
+def check_workers(client: Client) -> None:
+    """Warn when a worker writes to another runs dir than this process reads (IGKD_RUNS unset or
+    different on the workers): its runs would not be found here, nor reused by other workers."""
+    here = paths.runs_dir()
+    theirs = client.run(paths.runs_dir)
+    other = {w: p for w, p in theirs.items() if Path(p) != here}
+    if other:
+        warnings.warn(
+            f"workers {sorted(other)} use the runs dir(s) {sorted({str(p) for p in other.values()})}, "
+            f"not {here}; give them the same IGKD_RUNS on a shared filesystem",
+            stacklevel=3,
+        )
+
+
+def _describe(config: dict) -> str:
+    shown = {k: v for k, v in config.items() if k not in ("progress", "data_root")}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _error(future: Future) -> tuple[str, str]:
+    """(one-line error, traceback text) of a future that did not finish."""
+    import traceback
+
+    try:
+        exc = future.exception()
+        tb = future.traceback()
+    except Exception as e:  # cancelled or lost: the future itself cannot say more
+        return f"{type(e).__name__}: {e}", ""
+    text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else ""
+    return f"{type(exc).__name__}: {exc}", text
+
+
+def result_entry(future: Future, config: dict) -> dict:
+    """What `run_many` reports for a config's ended future: its metrics and status, or the error."""
+    if future.status == "finished":
+        out = future.result()
+        return {
+            **out["metrics"],
+            "status": "computed" if out["computed"] else "reused",
+            "run_path": out["run_path"],
+            "error": None,
+            "traceback": None,
+            "config": config,
+        }
+    message, text = _error(future)
+    return {
+        "status": "failed",
+        "run_path": None,
+        "error": message,
+        "traceback": text,
+        "config": config,
+    }
+
+
+# --- the sweep -------------------------------------------------------------------------------------
+
+
+def run_many(
+    configs: Sequence[dict],
+    client: Client | None = None,
+    *,
+    retries: int = 1,
+    progress: bool = True,
+    errors: str = "raise",
+) -> list[dict]:
+    """Run every config (keyword arguments of `pipeline.student_run`) on Dask; return one entry per
+    config, in input order.
+
+    An entry is the run's metrics.json plus `status` ("computed" now or "reused" from the run
+    cache, or "failed"), `run_path`, `error` (None, or the exception in one line), `traceback`
+    and `config` (as run: profile resolved, progress off).
+
+    All configs are validated before anything runs. The teacher and IG maps that configs need are
+    made first, once per profile, by one task each. A run that raises is retried `retries` times
+    (resuming from its last checkpoint). With `errors="raise"` (the default) a SweepError naming
+    the failed runs is raised once every run has ended, so that a result table never silently
+    lacks runs; its `results` attribute holds all entries. `errors="return"` returns the failed
+    entries in the list instead. Either way the finished runs are cached: fix the cause and call
+    again, and only the missing runs are computed.
+
+    `client` None uses `connect()` ($IGKD_SCHEDULER or a local cluster started for this call).
+    """
+    if errors not in ("raise", "return"):
+        raise ConfigError(f"errors={errors!r}; use 'raise' or 'return'")
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries={retries!r}; use a non-negative integer")
+    configs = validate(configs)
+    if not configs:
+        return []
+    if client is None:
+        with connect() as own:
+            return run_many(configs, own, retries=retries, progress=progress, errors=errors)
+
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    check_workers(client)
+    futures, _ = submit(client, configs, retries=retries)
+    where = {f.key: i for i, f in enumerate(futures)}
+    results: list[dict] = [{} for _ in configs]
+    counts = {"computed": 0, "reused": 0, "failed": 0}
+    with tqdm(total=len(futures), desc="runs", unit="run", disable=not progress) as bar:
+        for future in as_completed(futures, loop=client.loop):
+            i = where[future.key]
+            entry = result_entry(future, configs[i])
+            status = entry["status"]
+            if status == "failed":
+                log.warning(
+                    "run %d (%s) failed: %s\n%s",
+                    i,
+                    _describe(configs[i]),
+                    entry["error"],
+                    entry["traceback"],
+                )
+            results[i] = entry
+            counts[status] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update()
+    failed = [i for i, r in enumerate(results) if r["status"] == "failed"]
+    if failed and errors == "raise":
+        lines = [f"  [{i}] {_describe(configs[i])}: {results[i]['error']}" for i in failed[:10]]
+        more = f"\n  ... and {len(failed) - 10} more" if len(failed) > 10 else ""
+        raise SweepError(
+            f"{len(failed)} of {len(results)} runs failed after {retries} "
+            f"retr{'y' if retries == 1 else 'ies'}:\n" + "\n".join(lines) + more + "\n"
+            "The other runs are cached: fix the cause and run the sweep again; only the missing "
+            "runs are computed (the exception's .results holds every entry).",
+            results,
+        )
+    return results
+
+
+def results_frame(results: Sequence[dict]) -> pd.DataFrame:
+    """One row per run: method, compression, seed, the settings a sweep varies, accuracies (%),
+    training time, status and run path (failed runs keep their config and error)."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        c = r.get("config", {})
+        s = r.get("settings") or {}
+        w = s.get("weights") or {}
+        rows.append(
+            {
+                "method": r.get("method", c.get("method", "KD_IG")),
+                "compression": r.get("compression", c.get("compression")),
+                "compression_ratio": r.get("compression_ratio"),
+                "seed": c.get("seed", 0),
+                "profile": c.get("profile"),
+                "alpha": w.get("alpha"),
+                "temperature": w.get("temperature"),
+                "overlay_prob": w.get("overlay_prob"),
+                "gamma": w.get("gamma"),
+                "train_fraction": s.get("train_fraction", 1.0) if s else None,
+                "split_seed": s.get("split_seed"),
+                "epochs": r.get("epochs"),
+                "final_test_accuracy": r.get("final_test_accuracy"),
+                "best_test_accuracy": r.get("best_test_accuracy"),
+                "final_val_accuracy": r.get("final_val_accuracy"),
+                "best_val_accuracy": r.get("best_val_accuracy"),
+                "train_seconds": r.get("train_seconds"),
+                "data": r.get("data"),
+                "status": r.get("status"),
+                "error": r.get("error"),
+                "run_path": r.get("run_path"),
+            }
+        )
+    return pd.DataFrame(rows)

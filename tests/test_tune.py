@@ -1,0 +1,137 @@
+"""Optuna studies over the distillation weights: validation-scored trials on Dask, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from distributed import Client, LocalCluster
+
+from igkd import profiles, tune
+from igkd.errors import ConfigError
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("IGKD_DATA", str(tmp_path / "no-data"))
+    monkeypatch.delenv("IGKD_SCHEDULER", raising=False)
+    monkeypatch.delenv(tune.STORAGE_ENV, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The ci profile cut to 200 synthetic images: a teacher, IG maps and trials in seconds."""
+    prof = profiles.PROFILES["ci"].replace(
+        train_size=200,
+        test_size=100,
+        teacher_recipe={**profiles.PROFILES["ci"].teacher_recipe, "epochs": 1, "batch_size": 64},
+        # Two epochs at a high rate: enough to leave chance level, so that trials score apart.
+        student_recipe={"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-2},
+        ig_n_steps=1,
+        ig_batch_size=100,
+    )
+    monkeypatch.setitem(profiles.PROFILES, "ci", prof)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared, loaded machine: more threads are much slower, not faster
+    yield "ci"
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def threads_client():
+    """Two worker threads in this process, so that the tiny profile reaches the trials."""
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _metrics(run_path: str) -> dict:
+    return json.loads((Path(run_path) / "metrics.json").read_text())
+
+
+def test_study_scores_on_validation_and_resumes(isolated, tiny, threads_client):
+    kwargs = dict(
+        method="KD_IG_AT",
+        compression="1122",
+        profile=tiny,
+        val_fraction=0.25,
+        fixed={"teacher_outputs": "cached"},  # one teacher pass per trial, not one per batch
+        client=threads_client,
+        progress=False,
+    )
+    with pytest.warns(UserWarning, match="synthetic"):
+        first = tune.tune("t", 3, **kwargs)
+    assert first.storage == str(isolated / "runs" / "optuna" / "t.log")
+    t = first.trials
+    assert t["number"].tolist() == [0, 1, 2] and (t["state"] == "COMPLETE").all()
+    for _, row in t.iterrows():
+        m = _metrics(row["user_attrs_run_path"])
+        assert row["value"] == m["final_val_accuracy"]  # the objective is validation accuracy
+        assert m["val_images"] == 50 and m["train_images"] == 150
+        assert m["settings"]["weights"]["alpha"] == row["params_alpha"]
+        for name, (low, high, _) in tune.SPACE.items():
+            assert low <= row[f"params_{name}"] <= high
+    assert not [c for c in t.columns if "test" in c]  # nothing about the test set is kept
+    assert first.best_value == t["value"].max() and set(first.best_params) == set(tune.SPACE)
+    assert t["value"].nunique() > 1
+    assert set(first.importances) == set(tune.SPACE)
+    assert sum(first.importances.values()) == pytest.approx(1)
+
+    # A call killed mid-trial leaves it RUNNING: the next call fails it and retries its parameters.
+    dist = {k: optuna.distributions.FloatDistribution(lo, hi, log=lg) for k, (lo, hi, lg) in tune.SPACE.items()}  # fmt: skip
+    stale = first.study.ask(dist)
+
+    with pytest.warns(UserWarning, match="synthetic"):
+        second = tune.tune("t", 4, **kwargs)
+    t = second.trials
+    assert t["number"].tolist() == [0, 1, 2, 3, 4]  # the same study, continued
+    assert t["state"].tolist() == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
+    assert t["user_attrs_retry_of"].iloc[4] == stale.number
+    assert second.study.trials[4].params == stale.params
+    assert (
+        t["user_attrs_run_path"].iloc[:3].tolist() == first.trials["user_attrs_run_path"].tolist()
+    )
+
+    again = tune.tune("t", 4, **kwargs)  # already complete: nothing runs
+    assert len(again.trials) == 5 and again.best_params == second.best_params
+
+    with pytest.raises(ConfigError, match=r"other settings \(val_fraction"):
+        tune.tune("t", 5, **{**kwargs, "val_fraction": 0.2})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"space": {"lr": (1e-4, 1e-2, True)}}, "cannot tune 'lr'"),
+        ({"space": {"alpha": (0.0, 0.5, True)}}, "low > 0 on a log scale"),
+        ({"space": {}}, "space is empty"),
+        ({"objective": "final_test_accuracy"}, "objective='final_test_accuracy'"),
+        ({"val_fraction": 0.0}, "val_fraction=0.0"),
+        ({"fixed": {"gamma": 0.5}}, r"fixed settings \['gamma'\]"),
+        ({"fixed": {"teacher_outputs": "live"}}, "teacher_outputs='live'"),
+        ({"method": "distill"}, "method='distill'"),
+        ({"study_name": "../x"}, "study_name='../x'"),
+    ],
+)
+def test_bad_arguments_stop_before_a_study_exists(isolated, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        tune.tune(**{"study_name": "s", "n_trials": 1, "profile": "ci", **kwargs})
+    assert not (isolated / "runs").exists()
+
+
+def test_storage_location(isolated, monkeypatch):
+    _, where = tune.storage_for("abc")
+    assert where == str(isolated / "runs" / "optuna" / "abc.log")
+    monkeypatch.setenv(tune.STORAGE_ENV, str(isolated / "shared.log"))
+    assert tune.storage_for("abc")[1] == str(isolated / "shared.log")
+    monkeypatch.setenv(tune.STORAGE_ENV, "postgresql://db/optuna")
+    assert tune.storage_for("abc") == ("postgresql://db/optuna", "postgresql://db/optuna")
