@@ -161,6 +161,47 @@ def cold_forward_ms(model: nn.Module, *, threads: int | None = None, seed: int =
         return (time.perf_counter() - start) * 1e3
 
 
+def latency_table(
+    models_: Mapping[str, nn.Module],
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int | None = None,
+    min_run_time: float = 1.0,
+    reference: str | None = None,
+    cold: bool = True,
+    images: torch.Tensor | None = None,
+    warmup: int = 3,
+) -> pd.DataFrame:
+    """PyTorch fp32 latency of each model: median and IQR (ms) per batch size, one row per model.
+
+    With `cold`, first the paper's protocol (`cold_forward_ms`) for every model, in order, before
+    any warm measurement. With `reference` (a key of `models_`), speed-ups over that model (ratio
+    of medians) per batch size. Columns: parameters, [cold forward (ms)], b{B} median (ms),
+    b{B} IQR (ms), [b{B} speed-up], threads.
+    """
+    threads = _threads(threads)
+    if reference is not None and reference not in models_:
+        raise ConfigError(f"reference={reference!r} is not one of the models {list(models_)}")
+    rows = {name: {"parameters": models.count_parameters(m)} for name, m in models_.items()}
+    if cold:
+        for name, m in models_.items():
+            rows[name]["cold forward (ms)"] = cold_forward_ms(m, threads=threads)
+    for name, m in models_.items():
+        for b in batch_sizes:
+            lat = latency(
+                m, b, threads=threads, min_run_time=min_run_time, images=images, warmup=warmup
+            )
+            rows[name][f"b{b} median (ms)"] = lat["median_ms"]
+            rows[name][f"b{b} IQR (ms)"] = lat["iqr_ms"]
+        rows[name]["threads"] = threads
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if reference is not None:
+        for b in batch_sizes:
+            col = f"b{b} median (ms)"
+            table[f"b{b} speed-up"] = table.loc[reference, col] / table[col]
+    return table
+
+
 # --- ONNX export ---------------------------------------------------------------------------------
 
 
@@ -501,6 +542,7 @@ def deployment_table(
     batch_sizes: Sequence[int] = (1, 64),
     threads: int | None = None,
     min_run_time: float = 1.0,
+    warmup: int = 3,
     out_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Accuracy, agreement, latency and file size per model and format.
@@ -516,7 +558,11 @@ def deployment_table(
     if unknown:
         raise ConfigError(f"formats {unknown}; use some of {', '.join(FORMATS)}")
     threads = _threads(threads)
-    latency_images = test_ds.images[: max(batch_sizes)]
+    timing = {
+        "min_run_time": min_run_time,
+        "warmup": warmup,
+        "images": test_ds.images[: max(batch_sizes)],
+    }
     rows = []
     with _directory(out_dir) as directory:
         for name, model in models_.items():
@@ -544,17 +590,9 @@ def deployment_table(
                 }
                 for b in batch_sizes:
                     if fmt == "PyTorch fp32":
-                        lat = latency(
-                            model,
-                            b,
-                            threads=threads,
-                            min_run_time=min_run_time,
-                            images=latency_images,
-                        )
+                        lat = latency(model, b, threads=threads, **timing)
                     else:
-                        lat = onnx_latency(
-                            files[fmt], b, threads, min_run_time=min_run_time, images=latency_images
-                        )
+                        lat = onnx_latency(files[fmt], b, threads, **timing)
                     row[f"b{b} median (ms)"] = lat["median_ms"]
                     row[f"b{b} IQR (ms)"] = lat["iqr_ms"]
                 row["file (MiB)"] = size
@@ -580,14 +618,27 @@ def student_for_deployment(
 ) -> tuple[nn.Module, str]:
     """A trained student at `compression` and where it came from, for deployment comparisons.
 
-    A finished student run of the profile in the run cache (method `prefer_method` first, then
-    the newest); else, in the ci profile, the cheap ci run of method `student`; else the
-    published `prefer_method` checkpoint (4.1x only). Returns (model in eval mode, description).
+    quick / paper: a finished student run of the profile from the run cache (`prefer_method`
+    first, then the newest), else the published `prefer_method` checkpoint (4.1x only; downloaded
+    if missing). ci: the published checkpoint if it is on disk (a ci run trains too briefly to
+    tell fp32 from int8 predictions apart), else the ci run of method `student` (trained now if
+    missing). Returns (model in eval mode, description).
     """
     from igkd import pipeline, profiles, runs
 
     prof = profiles.get(profile)
     row = models.compression_row(compression)
+    if prof.name == "ci":
+        if row.label == "4.1":
+            try:
+                path = models.published_path(prefer_method, download_ok=False)
+                return models.load_student(path), f"published {prefer_method} checkpoint"
+            except CheckpointError:
+                pass
+        run = pipeline.student_run(
+            row.label, "student", profile="ci", data_root=data_root, progress=progress
+        )
+        return load_run(run.path), f"run {run.path.name} (student, ci)"
     found = []
     for run in runs.find_runs("student"):
         try:
@@ -603,14 +654,9 @@ def student_for_deployment(
         # find_runs lists oldest first: a stable sort on "preferred" leaves the newest preferred last
         _, run, metrics = sorted(found, key=lambda f: f[0])[-1]
         return load_run(run.path), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
-    if prof.name == "ci":
-        run = pipeline.student_run(
-            row.label, "student", profile="ci", data_root=data_root, progress=progress
-        )
-        return load_run(run.path), f"run {run.path.name} (student, ci)"
     if row.label != "4.1":
         raise CheckpointError(
             f"no finished {row.label}x student run of profile {prof.name}; train one with "
-            f"notebook 03 (the published checkpoints are 4.1x only)"
+            "notebook 03 (the published checkpoints are 4.1x only)"
         )
     return models.load_published(prefer_method), f"published {prefer_method} checkpoint"

@@ -145,6 +145,18 @@ def test_latency_fields_are_sane(trained_student, student_files):
         deploy.onnx_latency(student_files[0], 1, threads=0)
 
 
+def test_latency_table(trained_student):
+    nets = {"big": models.student(55).eval(), "small": trained_student}
+    table = deploy.latency_table(
+        nets, batch_sizes=(1, 2), threads=1, min_run_time=0.01, reference="big", warmup=1
+    )
+    assert list(table.index) == ["big", "small"]
+    assert table.loc["big", "b2 speed-up"] == 1 and table.loc["small", "parameters"] == 16_042
+    assert (table[["cold forward (ms)", "b1 median (ms)", "b2 median (ms)"]] > 0).all().all()
+    with pytest.raises(ConfigError, match="reference"):
+        deploy.latency_table(nets, reference="teacher")
+
+
 def test_deployment_table(trained_student, synthetic, tmp_path):
     train_ds, test_ds = synthetic
     table = deploy.deployment_table(
@@ -177,6 +189,28 @@ def finished_run(model: nn.Module, config: dict) -> runs.Run:
         return {}
 
     return runs.get_or_run("student", config, compute)
+
+
+def test_student_for_deployment_prefers_the_profile_s_kd_ig_run():
+    def fake(method: str, profile: str, layers_removed: int = 5) -> runs.Run:
+        model = models.student(layers_removed=layers_removed)
+
+        def compute(run: runs.Run) -> dict:
+            run.save_torch("model.pt", model.state_dict())
+            return {"method": method, "environment": {"profile": profile}}
+
+        config = {"model": "student", "layers_removed": layers_removed, "fake": method + profile}
+        return runs.get_or_run("student", config, compute)
+
+    fake("KD", "quick")
+    wanted = fake("KD_IG", "quick")
+    fake("KD_IG", "paper")
+    fake("KD", "quick")  # newer, but not the preferred method
+    model, source = deploy.student_for_deployment("quick")
+    assert isinstance(model, models.Student) and model.layers_removed == 5
+    assert source == f"run {wanted.path.name} (KD_IG, quick)"
+    with pytest.raises(CheckpointError, match="no finished 140x student run"):
+        deploy.student_for_deployment("quick", "140")
 
 
 def test_cli_export_checkpoint_with_int8(imagefolder_cifar, tmp_path, capsys):
