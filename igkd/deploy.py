@@ -161,6 +161,17 @@ def cold_forward_ms(model: nn.Module, *, threads: int | None = None, seed: int =
         return (time.perf_counter() - start) * 1e3
 
 
+def forward_flops(model: nn.Module) -> int:
+    """Floating-point operations of one forward pass of one 3x32x32 image (a multiply-add counts
+    2), from `torch.utils.flop_counter` (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).float().eval().cpu()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 3, 32, 32))
+    return counter.get_total_flops()
+
+
 def latency_table(
     models_: Mapping[str, nn.Module],
     *,
@@ -176,13 +187,17 @@ def latency_table(
 
     With `cold`, first the paper's protocol (`cold_forward_ms`) for every model, in order, before
     any warm measurement. With `reference` (a key of `models_`), speed-ups over that model (ratio
-    of medians) per batch size. Columns: parameters, [cold forward (ms)], b{B} median (ms),
-    b{B} IQR (ms), [b{B} speed-up], threads.
+    of medians) per batch size, and the ratio of FLOPs, the speed-up the arithmetic alone predicts.
+    Columns: parameters, MFLOPs (per image), [cold forward (ms)], b{B} median (ms), b{B} IQR (ms),
+    threads, [b{B} speed-up, FLOP ratio].
     """
     threads = _threads(threads)
     if reference is not None and reference not in models_:
         raise ConfigError(f"reference={reference!r} is not one of the models {list(models_)}")
-    rows = {name: {"parameters": models.count_parameters(m)} for name, m in models_.items()}
+    rows = {
+        name: {"parameters": models.count_parameters(m), "MFLOPs": forward_flops(m) / 1e6}
+        for name, m in models_.items()
+    }
     if cold:
         for name, m in models_.items():
             rows[name]["cold forward (ms)"] = cold_forward_ms(m, threads=threads)
@@ -199,6 +214,7 @@ def latency_table(
         for b in batch_sizes:
             col = f"b{b} median (ms)"
             table[f"b{b} speed-up"] = table.loc[reference, col] / table[col]
+        table["FLOP ratio"] = table.loc[reference, "MFLOPs"] / table["MFLOPs"]
     return table
 
 

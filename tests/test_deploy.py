@@ -152,9 +152,20 @@ def test_latency_table(trained_student):
     )
     assert list(table.index) == ["big", "small"]
     assert table.loc["big", "b2 speed-up"] == 1 and table.loc["small", "parameters"] == 16_042
+    assert table.loc["big", "FLOP ratio"] == 1 and table.loc["small", "FLOP ratio"] > 1
     assert (table[["cold forward (ms)", "b1 median (ms)", "b2 median (ms)"]] > 0).all().all()
     with pytest.raises(ConfigError, match="reference"):
         deploy.latency_table(nets, reference="teacher")
+
+
+def test_forward_flops_of_teacher_and_4_1x_student():
+    # The students drop the cheap 4x4-resolution end of the network: 4.1x fewer parameters,
+    # only 1.5x fewer FLOPs (176 vs 117 MFLOPs per image).
+    teacher, student = (
+        deploy.forward_flops(models.teacher()),
+        deploy.forward_flops(models.student(4.1)),
+    )
+    assert 170e6 < teacher < 180e6 and 1.4 < teacher / student < 1.6
 
 
 def test_deployment_table(trained_student, synthetic, tmp_path):
