@@ -43,6 +43,43 @@ def _bench(args: argparse.Namespace) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from igkd import data, deploy
+    from igkd.errors import ConfigError
+
+    if args.calibration_images < 1:
+        raise ConfigError(f"--calibration-images {args.calibration_images}; use a positive count")
+    if args.run is not None:
+        model = deploy.load_run(args.run)
+        run_dir = Path(args.run).expanduser().resolve()
+        name = f"{run_dir.parent.name}-{run_dir.name}"
+    else:
+        model = deploy.load_checkpoint(args.checkpoint)
+        name = Path(args.checkpoint).stem
+    calibration = None
+    if args.int8:  # load the data first: a missing dataset should stop before the slow export
+        train = data.load_cifar10("train", args.data, download=False)
+        n = min(args.calibration_images, len(train))
+        calibration = train.images[data.stratified_subset(train.labels, n, seed=0)]
+    out = Path(args.out).expanduser()
+    fp32 = deploy.export_onnx(
+        model, out / f"{name}.onnx", description=str(args.run or args.checkpoint)
+    )
+    diff = deploy.max_logit_difference(model, fp32)
+    print(
+        f"{fp32}: {fp32.stat().st_size / 2**20:.2f} MiB, fp32; max |logit diff| vs PyTorch {diff:.1e}"
+    )
+    if calibration is not None:
+        int8 = deploy.quantize_int8(fp32, out / f"{name}.int8.onnx", calibration)
+        print(
+            f"{int8}: {int8.stat().st_size / 2**20:.2f} MiB, int8 (QDQ, per channel), calibrated on "
+            f"{len(calibration)} training images of {train.source}"
+        )
+    print(f"input: {deploy.INPUT_SPACE}; output: (N, 10) logits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_evaluate)
+    ex = sub.add_parser("export", help="write a teacher or student as ONNX (fp32, optionally int8)")
+    source = ex.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="finished teacher or student run directory")
+    source.add_argument(
+        "--checkpoint", help="state_dict file (.pt) of the teacher or a student, or KD_IG etc."
+    )
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="file format (onnx)")
+    ex.add_argument(
+        "--int8", action="store_true", help="also write a statically quantised int8 model"
+    )
+    ex.add_argument(
+        "--calibration-images",
+        type=int,
+        default=512,
+        help="CIFAR-10 training images the int8 calibration runs on (default 512)",
+    )
+    ex.add_argument("--data", default=None, help="directory holding CIFAR-10 (default: $IGKD_DATA)")
+    ex.add_argument("--out", default=".", help="directory for the files (default: current)")
+    ex.set_defaults(func=_export)
     bench = sub.add_parser("bench", help="throughput benchmarks (ratios against a reference)")
     bench.add_argument(
         "what",

@@ -141,3 +141,28 @@ IMAGENET_PER_CLASS: dict[str, tuple[float, ...]] = {
 
 # Latency claimed in the abstract (ms; protocol in paper.md 7.6: one cold, unsynchronised forward).
 LATENCY_MS = {"teacher": 140.0, "4.1": 13.0}
+
+# Per-model times behind the latency claim (paper.md 7.6, "Table 8", labelled seconds per batch of 64
+# but produced by one cold 1x3x32x32 forward without warm-up), by compression label, in seconds.
+LATENCY_TABLE_S = {
+    "teacher": 1.4e-1,
+    "2.2": 1.33e-2,
+    "4.1": 1.27e-2,
+    "7.3": 9.32e-3,
+    "12": 8.20e-3,
+    "29": 6.80e-3,
+    "55": 5.54e-3,
+    "140": 3.92e-3,
+    "1122": 1.35e-3,
+}
+# Speed-up over the teacher per compression factor (plot_cf_acc.py).
+SPEEDUP = {
+    "2.2": 10.6,
+    "4.1": 11.1,
+    "7.3": 15.0,
+    "12": 17.1,
+    "29": 20.6,
+    "55": 25.27,
+    "140": 35.71,
+    "1122": 103.5,
+}
