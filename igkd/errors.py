@@ -15,3 +15,7 @@ class CheckpointError(IgkdError, ValueError):
 
 class ConfigError(IgkdError, ValueError):
     """A parameter has a value igkd does not accept."""
+
+
+class BookError(IgkdError, RuntimeError):
+    """The book cannot be built: notebooks not executed, a notebook failed, or the build warned."""
