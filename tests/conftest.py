@@ -19,8 +19,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def pytest_configure(config):
     """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
-    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead."""
-    if "IGKD_RUNS_KEEP" not in os.environ:
+    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.
+
+    pytest-xdist workers inherit the controller's directory, so a teacher or IG store that one
+    worker's notebook made is reused by the others (and by the book test); the run cache's locks
+    make that safe."""
+    if "IGKD_RUNS_KEEP" not in os.environ and not hasattr(config, "workerinput"):
         os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
 
 
