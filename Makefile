@@ -1,9 +1,8 @@
-# igkd: make setup | test | reproduce | book | clean      (PROFILE=ci|quick|paper|auto)
+# igkd: make setup | test | reproduce | book | book-check | clean      (PROFILE=ci|quick|paper|auto)
 PYTHON ?= python3
 PROFILE ?= auto
-NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: setup test lint reproduce book clean
+.PHONY: setup test lint reproduce book book-check clean
 
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -15,13 +14,14 @@ lint:
 	pre-commit run --all-files
 
 reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=...)
-	mkdir -p book/executed
-	for nb in $(NOTEBOOKS); do \
-	  IGKD_PROFILE=$(PROFILE) papermill --cwd notebooks $$nb book/executed/$$(basename $$nb) || exit 1; \
-	done
+	$(PYTHON) -m igkd.book execute --profile $(PROFILE)
 
-book: reproduce  ## build the Jupyter Book from the executed notebooks
-	jupyter-book build book/
+book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or notebook error fails
+	$(PYTHON) -m igkd.book prepare
+	jupyter-book build -W -n --keep-going book/
+
+book-check:  ## open every page of the built book in headless Chromium (apt-get install chromium)
+	$(PYTHON) -m igkd.book check
 
 clean:
-	rm -rf book/_build book/executed out.ipynb .pytest_cache
+	rm -rf book/_build book/executed book/_toc.yml book/summary.md out.ipynb .pytest_cache

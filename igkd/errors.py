@@ -23,3 +23,7 @@ class SweepError(IgkdError, RuntimeError):
     def __init__(self, message: str, results: list[dict]) -> None:
         super().__init__(message)
         self.results = results
+
+
+class BookError(IgkdError, RuntimeError):
+    """The book cannot be built: notebooks not executed, a notebook failed, or the build warned."""

@@ -21,13 +21,11 @@ def pytest_configure(config):
     """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
     never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.
 
-    xdist workers inherit the controller's IGKD_TEST_RUNS, so the session trains its ci teacher and
-    computes its IG maps once, not once per worker (the run cache's lock makes sharing safe)."""
-    if "IGKD_RUNS_KEEP" in os.environ:
-        return
-    if "IGKD_TEST_RUNS" not in os.environ:
-        os.environ["IGKD_TEST_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
-    os.environ["IGKD_RUNS"] = os.environ["IGKD_TEST_RUNS"]
+    pytest-xdist workers inherit the controller's directory, so a teacher or IG store that one
+    worker's notebook made is reused by the others (and by the book test); the run cache's locks
+    make that safe."""
+    if "IGKD_RUNS_KEEP" not in os.environ and not hasattr(config, "workerinput"):
+        os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
 
 
 def _tiny_arrays(n_per_class: int, seed: int):

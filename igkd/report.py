@@ -1,0 +1,310 @@
+"""The paper's numbers beside ours, read from the run cache: the book's summary page.
+
+Nothing here is typed by hand. Every "ours" value comes from a finished run's `metrics.json` in
+the run cache (`IGKD_RUNS`) or from a result file a notebook wrote with `save_results`; every
+"paper" value comes from `igkd.paper`. What was not run in the profile says so.
+
+Which runs count, for a profile:
+- only runs made in that profile and evaluated on that profile's test set (same data fingerprint);
+- the teacher: runs with the profile's teacher recipe;
+- students: the paper's method presets, the profile's student recipe, the default fixes
+  (online teacher outputs, IG map aligned with its image); runs with other settings are left out;
+- the ablation and the sweep: students trained on the whole training set of the profile; the
+  Monte Carlo: students trained on a random 80 % of it (Train80Rand: 78-82 % of the images).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from igkd import losses, models, paper, paths, profiles, runs, train
+from igkd.errors import ConfigError
+
+NOT_RUN = "not run in this profile"
+RESULT_NAMES = ("imagenet", "latency")  # measurements that are not runs of the cache
+MONTE_CARLO_FRACTION = (0.78, 0.82)  # share of the training set used by a Train80Rand run
+SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM Table 13)
+MONTE_CARLO_METHODS = tuple(paper.MONTE_CARLO)
+SWEEP_SECTION = "Compression sweep (ESM Table 13)"
+COLUMNS = ["section", "what", "paper", "ours", "runs", "difference (pp)"]
+
+
+# --- measured results that are not runs --------------------------------------------------------
+
+
+def results_file(name: str, profile: str | None = None) -> Path:
+    """`<runs>/results/<profile>/<name>.json`, where `save_results` writes and the summary reads."""
+    if name not in RESULT_NAMES:
+        raise ConfigError(f"result name {name!r}; use one of {', '.join(RESULT_NAMES)}")
+    return paths.runs_dir() / "results" / profiles.resolve(profile) / f"{name}.json"
+
+
+def save_results(name: str, records: list[dict], profile: str | None = None) -> Path:
+    """Record a notebook's measurements for the summary page; returns the file written.
+
+    `imagenet`: one record per model, {"model": a method name or "teacher", "accuracy" (%),
+    "balanced_accuracy" (%), "kappa", "images"} on the teacher-correct subset.
+    `latency`: one record per measurement, {"model": "teacher" or a compression label such as
+    "4.1", "runtime": "pytorch" | "onnxruntime", "precision": "fp32" | "int8", "batch": int,
+    "median_ms": milliseconds per batch}. The environment is stored with the records.
+    """
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ConfigError(f"records for {name!r} must be a list of dicts")
+    file = results_file(name, profile)
+    payload = {
+        "name": name,
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": profiles.environment(profile),
+        "records": records,
+    }
+    paths.atomic_write_bytes(file, (json.dumps(payload, indent=2) + "\n").encode())
+    return file
+
+
+def load_results(name: str, profile: str | None = None) -> list[dict]:
+    """The records `save_results` wrote for `name` in the profile, or [] if none were."""
+    file = results_file(name, profile)
+    if not file.is_file():
+        return []
+    return json.loads(file.read_text())["records"]
+
+
+# --- runs of a profile ---------------------------------------------------------------------------
+
+
+def _plain(obj: object) -> object:
+    """Dataclass dicts as they read back from JSON (tuples become lists), for comparison."""
+    return json.loads(json.dumps(obj))
+
+
+@dataclass
+class ProfileRuns:
+    """The finished runs of one profile on its test data, as (config, metrics) pairs."""
+
+    profile: str
+    data: str  # the test data's name, e.g. "CIFAR-10 (JPEG q75 copy)"
+    train_images: int  # the profile's whole training set
+    teachers: list[dict]  # metrics of teacher runs with the profile's recipe
+    students: list[dict]  # metrics of student runs with preset settings and the default fixes
+    other_students: int  # student runs of the profile left out (other settings)
+
+
+def collect(profile: str | None = None, data_root: str | Path | None = None) -> ProfileRuns:
+    """Read the run cache for `profile`: see the module docstring for which runs count."""
+    from igkd import pipeline  # pipeline imports torch-heavy modules; only needed here
+
+    prof = profiles.get(profile)
+    train_ds, test_ds = pipeline.datasets(prof, data_root)
+    teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
+    student_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.student_recipe)))
+
+    def mine(run: runs.Run) -> dict | None:
+        m = run.metrics
+        same = m.get("environment", {}).get("profile") == prof.name
+        return m if same and run.config.get("test_data") == test_ds.fingerprint else None
+
+    teachers = [
+        m
+        for run in runs.find_runs("teacher")
+        if (m := mine(run)) is not None and run.config.get("recipe") == teacher_recipe
+    ]
+    students, other = [], 0
+    for run in runs.find_runs("student"):
+        m = mine(run)
+        if m is None:
+            continue
+        s = m["settings"]
+        preset = losses.METHODS.get(m["method"])
+        default = (
+            preset is not None
+            and s["weights"] == _plain(dataclasses.asdict(preset))
+            and s["recipe"] == student_recipe
+            and s.get("teacher_outputs") in (None, "online")
+            and s.get("overlay_order") in (None, "aligned")
+        )
+        if default:
+            students.append(m)
+        else:
+            other += 1
+    return ProfileRuns(prof.name, test_ds.source, len(train_ds), teachers, students, other)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> str:
+    """'91.23 ± 0.31' (mean ± sample sd) or '91.23' for one value; accuracies to 2 decimals."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _row(section: str, what: str, paper_text: str, ours: list[float], paper_mean=None) -> dict:
+    diff = None
+    if ours and paper_mean is not None:
+        diff = round(statistics.fmean(ours) - paper_mean, 2)
+    return {
+        "section": section,
+        "what": what,
+        "paper": paper_text,
+        "ours": _stats(ours) if ours else NOT_RUN,
+        "runs": len(ours),
+        "difference (pp)": diff,
+    }
+
+
+def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> list[float]:
+    """Final-epoch test accuracies (the paper's number) of the students of `method` at
+    `compression` trained on a share in [lo, hi] = `fraction` of the profile's training set."""
+    lo, hi = fraction
+    return [
+        m["final_test_accuracy"]
+        for m in found.students
+        if m["method"] == method
+        and m["compression"] == compression
+        and lo <= m["train_images"] / found.train_images <= hi
+    ]
+
+
+def summary_table(profile: str | None = None, data_root: str | Path | None = None) -> pd.DataFrame:
+    """Paper vs ours, one row per number: teacher, the eight methods at 4.1x, the Monte Carlo,
+    the compression sweep, the ImageNet subset and latency.
+
+    Columns: section, what, paper, ours ("mean ± sd" over `runs` runs, or "not run in this
+    profile"), runs, difference (pp) (our mean minus the paper's). Accuracies are CIFAR-10 top-1
+    test accuracy in %, final epoch, as the paper reports them.
+    """
+    found = collect(profile, data_root)
+    full, mc = (1.0, 1.0), MONTE_CARLO_FRACTION
+    rows = []
+
+    teacher = "Teacher (MobileNet-V2, 2,236,682 parameters)"
+    ours = [m["final_test_accuracy"] for m in found.teachers]
+    rows.append(
+        _row(
+            teacher,
+            "test accuracy (%)",
+            f"{paper.TEACHER_ACCURACY:.2f}",
+            ours,
+            paper.TEACHER_ACCURACY,
+        )
+    )
+
+    section = "The eight methods at 4.1x (ten runs each in the paper)"
+    for method in paper.METHODS:
+        runs_ = paper.ABLATION_RUNS[method]
+        text = f"{_stats(list(runs_))} (best {max(runs_):.2f})"
+        ours = _accuracies(found, method, "4.1", full)
+        rows.append(_row(section, method, text, ours, paper.ablation_mean(method)))
+
+    section = "Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"
+    for method in MONTE_CARLO_METHODS:
+        mean, median, var = paper.MONTE_CARLO[method]
+        text = f"{mean:.2f} ± {var**0.5:.2f} (median {median:.2f})"
+        rows.append(_row(section, method, text, _accuracies(found, method, "4.1", mc), mean))
+
+    section = SWEEP_SECTION
+    for label, table in paper.SWEEP.items():
+        ratio = models.COMPRESSION_TABLE[label].ratio
+        for method in SWEEP_METHODS:
+            ours = _accuracies(found, method, label, full)
+            what = f"{label}x ({ratio:.4g}), {method}"
+            rows.append(_row(section, what, f"{table[method]:.2f}", ours, table[method]))
+
+    section = "ImageNet-32 subset, teacher-correct images (accuracy %)"
+    imagenet = {r["model"]: r for r in load_results("imagenet", found.profile)}
+    for method, (acc, balanced, kappa) in paper.IMAGENET_SUBSET.items():
+        text = f"{acc:.2f} (balanced {balanced:.2f}, kappa {kappa:.4g})"
+        r = imagenet.get(method)
+        row = _row(section, method, text, [r["accuracy"]] if r else [], acc)
+        if r:
+            row["ours"] += f" (balanced {r['balanced_accuracy']:.2f}, kappa {r['kappa']:.4g})"
+        rows.append(row)
+
+    section = "Latency, one image, PyTorch fp32 (ms)"
+    latency = {
+        r["model"]: r["median_ms"]
+        for r in load_results("latency", found.profile)
+        if r.get("batch") == 1 and r.get("runtime") == "pytorch" and r.get("precision") == "fp32"
+    }
+    for model, ms in paper.LATENCY_MS.items():
+        what = "teacher" if model == "teacher" else f"{model}x student"
+        row = _row(section, what, f"{ms:.4g}", [latency[model]] if model in latency else [])
+        if model in latency:  # milliseconds: 4 significant digits, not 2 decimals
+            row["ours"] = f"{latency[model]:.4g}"
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs.update(profile=found.profile, data=found.data, other_students=found.other_students)
+    return table
+
+
+# --- markdown --------------------------------------------------------------------------------------
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:+.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table of `frame`'s columns (no index); floats signed to 2 decimals, None empty."""
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([head, rule, *body])
+
+
+def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
+    """The summary page (MyST markdown): one table per section of `summary_table`'s result."""
+    parts = [
+        "# Results: the paper and this build side by side",
+        "",
+        header,
+        "",
+        "Every number under *ours* was read, when this book was built, from the `metrics.json` of "
+        "a finished run in the run cache (or from a result file a notebook wrote); the paper's "
+        "numbers come from `igkd.paper`. Accuracies are CIFAR-10 top-1 test accuracy in % at the "
+        "last epoch, as the paper reports them; *ours* is the mean ± sample sd over *runs*, "
+        "*difference* our mean minus the paper's mean, in percentage points. Our runs use the "
+        f"profile's data and training length (here **{table.attrs['profile']}**, on "
+        f"**{table.attrs['data']}**), so they are comparable with the paper only in the `paper` "
+        "profile on the original CIFAR-10.",
+        "",
+    ]
+    if table.attrs.get("other_students"):
+        parts += [
+            f"{table.attrs['other_students']} student run(s) of this profile with non-default "
+            "settings (other weights, epochs, cached teacher outputs or the published overlay "
+            "order) are not counted here.",
+            "",
+        ]
+    for section, rows in table.groupby("section", sort=False):
+        if section == SWEEP_SECTION:
+            parts += [f"## {section}", "", _sweep_markdown(rows), ""]
+        else:
+            parts += [f"## {section}", "", markdown_table(rows.drop(columns="section")), ""]
+    return "\n".join(parts)
+
+
+def _sweep_markdown(rows: pd.DataFrame) -> str:
+    """The sweep as compression x method, each cell 'paper / ours (runs)'."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in rows.itertuples(False):
+        label, method = r.what.rsplit(", ", 1)
+        ours = f"{r.ours} ({r.runs})" if r.runs else "not run"
+        cells.setdefault(label, {})[method] = f"{r.paper} / {ours}"
+    frame = pd.DataFrame.from_dict(cells, orient="index").rename_axis("compression").reset_index()
+    return (
+        "Each cell: the paper's accuracy / ours (number of runs); *not run*: not run in this "
+        "profile.\n\n" + markdown_table(frame)
+    )

@@ -1,0 +1,252 @@
+"""The book: notebooks executed in the ci profile, built with warnings as errors, and every page
+opened in a real headless Chromium; plus the summary's choice of runs and prepare's refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import nbformat
+import pytest
+
+from igkd import book, paper, pipeline, profiles, report, runs, train
+from igkd.errors import BookError, ConfigError
+
+
+def require_browser() -> bool:
+    """The browser test skips without Chromium, except where IGKD_REQUIRE_BROWSER=1 (CI)."""
+    return os.environ.get("IGKD_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A copy of book/ built in the ci profile and checked in Chromium: (book dir, pages found).
+
+    The notebooks run in kernels that inherit this session's IGKD_RUNS, so the teacher, IG maps
+    and students that nbval's executions of the same notebooks made are reused, not recomputed.
+    """
+    chromium = book.find_chromium()
+    if chromium is None:
+        if require_browser():
+            pytest.fail("no Chromium found (IGKD_REQUIRE_BROWSER=1): apt-get install chromium")
+        pytest.skip("no Chromium here: apt-get install chromium (CI requires it)")
+    src = tmp_path_factory.mktemp("book") / "book"
+    ignore = shutil.ignore_patterns("_build", "executed", *book.GENERATED)
+    shutil.copytree(book.BOOK_DIR, src, ignore=ignore)
+    times, start = {}, time.perf_counter()
+    book.execute("ci", src)
+    times["execute"] = time.perf_counter() - start
+    book.prepare(src)
+    times["prepare"] = time.perf_counter() - start - times["execute"]
+    html = book.build(src)
+    times["build"] = time.perf_counter() - start - times["execute"] - times["prepare"]
+    found = book.check_site(html, book.pages(src), chromium)
+    times["browser"] = time.perf_counter() - start - sum(times.values())
+    print("book test times (s):", {k: round(v, 1) for k, v in times.items()})
+    return src, found
+
+
+def test_every_chapter_renders(built):
+    src, found = built
+    chapters = book.notebooks(book.NOTEBOOKS_DIR)
+    assert [f"executed/{p.stem}.html" for p in chapters] == [
+        p for p in found if p.startswith("executed/")
+    ]
+    for path in chapters:
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
+        page = found[f"executed/{path.stem}.html"]
+        assert page["h1"] and page["h1"][0].replace("\u2019", "'") == title, path.name
+        assert "How this chapter was run" in page["text"], path.name
+        assert 'profile = "ci"' not in page["text"], "papermill's injected cell is removed"
+        assert 'os.environ.get("IGKD_PROFILE", "auto")' in page["text"], "parameters are shown"
+    assert found["executed/00_published_checkpoints.html"]["tables"], "the result table renders"
+    for name in ("intro.html", "differences.html", "reproducing.html"):
+        assert found[name]["h1"], name
+
+
+def test_no_missing_image_and_no_traceback(built):
+    _, found = built
+    assert book.problems(found) == []
+    assert sum(page["images"] for page in found.values()) >= 4  # every chapter has a figure
+
+
+def test_banner_states_profile_data_and_machine(built):
+    _, found = built
+    for name, page in found.items():
+        assert "profile ci" in page["banner"] and "data:" in page["banner"], name
+        assert "machine:" in page["banner"] and "cores" in page["banner"], name
+
+
+def test_summary_table_renders_paper_beside_ours(built):
+    _, found = built
+    page = found["summary.html"]
+    assert page["h1"] == ["Results: the paper and this build side by side"]
+    tables = page["tables"]
+    assert len(tables) == 6  # teacher, ablation, Monte Carlo, sweep, ImageNet, latency
+    teacher = tables[0]
+    assert "93.91" in teacher and report.NOT_RUN not in teacher  # notebook 01 trained it
+    ablation = next(t for t in tables if "KD_IG_AT" in t and "best" in t)
+    kd_ig = next(line for line in ablation.splitlines() if line.startswith("KD_IG\t"))
+    assert "92.02" in kd_ig and report.NOT_RUN not in kd_ig  # notebook 03 trained it
+    assert report.NOT_RUN in tables[-1]  # no latency results in this build
+
+
+# --- without building ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ci_cache(tmp_path, monkeypatch):
+    """An empty run cache and no CIFAR-10, so the ci profile uses synthetic data."""
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("IGKD_DATA", str(tmp_path / "no-data"))
+    return tmp_path
+
+
+def _fake_run(kind: str, config: dict, metrics: dict) -> None:
+    runs.get_or_run(kind, config, lambda run: metrics)
+
+
+def _student(method, seed, accuracy, train_images, profile="ci", **settings):
+    s = pipeline.student_settings(4.1, method, profile="ci", **settings)
+    _, test = pipeline.datasets(profiles.get("ci"))
+    config = {"model": "student", "method": method, "seed": seed, "settings": s}
+    metrics = {
+        "method": method,
+        "compression": "4.1",
+        "final_test_accuracy": accuracy,
+        "train_images": train_images,
+        "settings": s,
+        "environment": {"profile": profile},
+    }
+    _fake_run("student", {**config, "test_data": test.fingerprint}, metrics)
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_summary_counts_only_the_profiles_default_runs(ci_cache):
+    prof = profiles.get("ci")
+    train_ds, test_ds = pipeline.datasets(prof)
+    recipe = dataclasses.asdict(train.Recipe(**prof.teacher_recipe))
+    teacher = {"model": "teacher", "recipe": recipe, "seed": 0, "test_data": test_ds.fingerprint}
+    _fake_run("teacher", teacher, {"final_test_accuracy": 50.0, "environment": {"profile": "ci"}})
+    n = len(train_ds)
+    _student("KD_IG", 0, 40.0, n)
+    _student("KD_IG", 1, 42.0, n)
+    _student("KD_IG", 2, 99.0, n, profile="quick")  # another profile: not counted
+    _student("KD_IG", 3, 99.0, n, teacher_outputs="cached")  # not the default fix
+    _student("KD_IG", 4, 99.0, n, alpha=0.5)  # not the preset
+    _student("student", 0, 30.0, int(0.8 * n))  # Train80Rand: the Monte Carlo
+    report.save_results("latency", [{"model": "4.1", "runtime": "pytorch", "precision": "fp32",
+                                     "batch": 1, "median_ms": 1.2345}], "ci")  # fmt: skip
+
+    table = report.summary_table("ci").set_index(["section", "what"])
+    rows = {what: row for (_, what), row in table.iterrows()}
+    assert rows["test accuracy (%)"]["ours"] == "50.00"
+    assert rows["test accuracy (%)"]["difference (pp)"] == round(50 - paper.TEACHER_ACCURACY, 2)
+    ablation = table.loc["The eight methods at 4.1x (ten runs each in the paper)"]
+    assert ablation.loc["KD_IG", "ours"] == "41.00 ± 1.41" and ablation.loc["KD_IG", "runs"] == 2
+    assert ablation.loc["student", "ours"] == report.NOT_RUN  # its only run is a Monte Carlo run
+    mc = table.loc["Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"]
+    assert mc.loc["student", "ours"] == "30.00" and mc.loc["KD", "ours"] == report.NOT_RUN
+    sweep = table.loc["Compression sweep (ESM Table 13)"]
+    assert sweep.loc["4.1x (4.115), KD_IG", "ours"] == "41.00 ± 1.41"
+    assert (sweep.drop(index="4.1x (4.115), KD_IG")["ours"] == report.NOT_RUN).all()
+    assert rows["4.1x student"]["ours"] == "1.234" and rows["teacher"]["ours"] == report.NOT_RUN
+    assert table.attrs["other_students"] == 2
+
+    page = report.summary_markdown(report.summary_table("ci"), "header line")
+    assert "header line" in page and page.count("\n## ") == 6
+    assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
+
+
+def test_save_results_rejects_unknown_names_and_bad_records(ci_cache):
+    with pytest.raises(ConfigError, match="speed"):
+        report.save_results("speed", [], "ci")
+    with pytest.raises(ConfigError, match="list of dicts"):
+        report.save_results("latency", {"model": "teacher"}, "ci")
+
+
+def _executed_book(tmp_path, cells, profile="ci"):
+    """A book folder with one 'executed' notebook and its build info."""
+    executed = tmp_path / "book" / "executed"
+    executed.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["papermill"] = {"parameters": {"profile": profile}, "end_time": "2025-01-01T00:00"}
+    nbformat.write(nb, executed / "00_x.ipynb")
+    info = {
+        "profile": "ci",
+        "data": "synthetic",
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 4.0, "gpu": None, "os": "Linux"},
+        "environment": profiles.environment("ci"),
+        "runs": "runs",
+        "notebooks": {"00_x.ipynb": {"seconds": 1.0}},
+    }
+    (executed / book.INFO_FILE).write_text(json.dumps(info))
+    return tmp_path / "book"
+
+
+def test_prepare_refuses_failed_or_foreign_notebooks(tmp_path):
+    with pytest.raises(BookError, match="execute the notebooks first"):
+        book.prepare(tmp_path)
+    error = nbformat.v4.new_code_cell("1/0")
+    error.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="x")]
+    title = nbformat.v4.new_markdown_cell("# 00 · X")
+    with pytest.raises(BookError, match="ZeroDivisionError"):
+        book.prepare(_executed_book(tmp_path / "a", [title, error]))
+    with pytest.raises(BookError, match="not executed in this build"):
+        book.prepare(_executed_book(tmp_path / "b", [title], profile="quick"))
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_prepare_hides_injected_parameters_and_writes_toc(tmp_path, ci_cache):
+    params = nbformat.v4.new_code_cell('profile = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell('profile = "ci"')
+    injected.metadata["tags"] = ["injected-parameters"]
+    cells = [nbformat.v4.new_markdown_cell("# 00 · X"), params, injected]
+    src = _executed_book(tmp_path, cells)
+    book.prepare(src)
+    book.prepare(src)  # twice: one note, not two
+    nb = nbformat.read(src / "executed" / "00_x.ipynb", as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert tags == [[], [book.NOTE_TAG], ["parameters"], ["injected-parameters", "remove-cell"]]
+    assert "Run with profile ci" in nb.cells[1].source and "`profile='ci'`" in nb.cells[1].source
+    assert book.pages(src) == [
+        "intro.html",
+        "summary.html",
+        "executed/00_x.html",
+        "differences.html",
+        "reproducing.html",
+    ]
+    assert "# Results" in (src / "summary.md").read_text()
+
+
+def test_browser_check_finds_missing_images_and_tracebacks(tmp_path):
+    """check_site on two hand-written pages: one good, one with every fault it looks for."""
+    chromium = book.find_chromium()
+    if chromium is None:
+        if require_browser():
+            pytest.fail("no Chromium found (IGKD_REQUIRE_BROWSER=1): apt-get install chromium")
+        pytest.skip("no Chromium here: apt-get install chromium (CI requires it)")
+    from PIL import Image
+
+    Image.new("RGB", (4, 3), "red").save(tmp_path / "red.png")
+    banner = '<div class="bd-header-announcement">profile ci · data: x</div>'
+    good = f'{banner}<article class="bd-article"><h1>Good</h1><img src="red.png"></article>'
+    bad = (
+        '<article class="bd-article"><h1>Bad</h1><img src="missing.png">'
+        "<pre>Traceback (most recent call last):\n  ZeroDivisionError</pre>"
+        "<script>undefinedFunction()</script></article>"
+    )
+    (tmp_path / "good.html").write_text(f"<html><body>{good}</body></html>")
+    (tmp_path / "bad.html").write_text(f"<html><body>{bad}</body></html>")
+    found = book.check_site(tmp_path, ["good.html", "bad.html"], chromium)
+    assert found["good.html"]["images"] == 1 and not found["good.html"]["broken"]
+    issues = book.problems(found)
+    assert issues[0] == "bad.html: images not shown: missing.png"
+    assert issues[1] == "bad.html: shows a Python traceback or an error output"
+    assert issues[2] == "bad.html: no banner with the profile, data and machine"
+    assert issues[3].startswith("bad.html: JavaScript error ReferenceError: undefinedFunction")
+    assert len(issues) == 4
