@@ -7,7 +7,6 @@ computing it (and whatever it depends on) only when the cache does not already h
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +18,10 @@ from igkd.attribution import load_ig_maps, precompute_ig
 from igkd.errors import ConfigError
 from igkd.profiles import Profile
 
-_DATASETS: dict[tuple, tuple[data.Dataset, data.Dataset]] = {}
-
 
 def datasets(prof: Profile, root: str | Path | None = None) -> tuple[data.Dataset, data.Dataset]:
     """(train, test) of the profile: CIFAR-10 (synthetic only as the ci profile's fallback),
-    cut to the profile's sizes by seeded stratified subsets.
-
-    Kept for the life of the process (a student run asks three times, a sweep worker hundreds);
-    treat the returned tensors as read-only."""
-    key = (
-        prof.name,
-        prof.train_size,
-        prof.test_size,
-        prof.synthetic_fallback,
-        str(root),
-        os.environ.get("IGKD_DATA"),
-    )
-    if key not in _DATASETS:
-        _DATASETS[key] = _load_datasets(prof, root)
-    return _DATASETS[key]
-
-
-def _load_datasets(prof: Profile, root: str | Path | None) -> tuple[data.Dataset, data.Dataset]:
+    cut to the profile's sizes by seeded stratified subsets."""
     out = []
     for split, size in (("train", prof.train_size), ("test", prof.test_size)):
         ds = data.load("cifar10", split, root, synthetic_fallback=prof.synthetic_fallback)
