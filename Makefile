@@ -7,8 +7,10 @@ PROFILE ?= auto
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
 
+# One torch thread per process: two xdist workers (and the Dask workers the notebooks start) on
+# two cores otherwise oversubscribe OpenMP, which made ci runs up to 50x slower here.
 test:  ## unit tests, then every notebook executed by nbval in the ci profile
-	IGKD_PROFILE=ci $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider
+	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider
 
 lint:
 	pre-commit run --all-files
