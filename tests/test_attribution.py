@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -56,8 +57,8 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def _captum(model, images, targets, n_steps, method, baseline):
-    x = data.to_float(images, normalized=True)
+def _captum(model, images, targets, n_steps, method, baseline, dtype=torch.float32):
+    x = data.to_float(images, normalized=True).to(dtype)
     base = attribution.baseline_input(x, baseline)
     return IntegratedGradients(model).attribute(
         x,
@@ -67,6 +68,25 @@ def _captum(model, images, targets, n_steps, method, baseline):
         method=method,
         return_convergence_delta=True,
     )
+
+
+def _assert_as_accurate_as_captum(
+    model, ours, images, targets, n_steps, method, baseline, delta=None
+):
+    """ours (and its completeness delta) within rounding of Captum, judged against float64 Captum.
+
+    Two fp32 evaluations of the same IG differ by kernel choice alone (batch size, thread count and
+    memory format change oneDNN's summation order), and this random, chaotic teacher amplifies that
+    to 1e-4..1e-2 (its fp32 and fp64 forward passes differ by as much). So "matches Captum" means:
+    no further from the float64 result than Captum's own fp32 result is (floor 1e-4).
+    """
+    ref32, delta32 = _captum(model, images, targets, n_steps, method, baseline)
+    model64 = copy.deepcopy(model).double()
+    ref64, delta64 = _captum(model64, images, targets, n_steps, method, baseline, torch.float64)
+    assert _relative(ours.double(), ref64) <= max(1e-4, 2 * _relative(ref32.double(), ref64))
+    if delta is not None:
+        captum_error = (delta32.double() - delta64).abs().max().item()
+        assert (delta.double() - delta64).abs().max().item() <= max(1e-4, 2 * captum_error)
 
 
 # --- integrated gradients --------------------------------------------------------------------------
@@ -87,26 +107,26 @@ def test_matches_captum_on_real_images(teacher, cifar10_test, baseline: str, met
     ours, delta = integrated_gradients(
         teacher, images, labels, n_steps=8, method=method, baseline=baseline, chunk_size=12
     )
-    ref, ref_delta = _captum(teacher, images, labels, 8, method, baseline)
     assert ours.shape == (4, 3, 32, 32) and ours.dtype == torch.float32
-    assert _relative(ours, ref) <= 1e-4
-    torch.testing.assert_close(delta, ref_delta.float(), atol=1e-4, rtol=1e-4)
+    _assert_as_accurate_as_captum(teacher, ours, images, labels, 8, method, baseline, delta)
 
 
 def test_matches_captum_at_the_papers_settings(teacher, cifar10_test) -> None:
     # n_steps 50, Gauss-Legendre, zero baseline in normalised space, true labels (paper.md §2).
     images, labels = cifar10_test.images[4:6], cifar10_test.labels[4:6]
     ours, _ = integrated_gradients(teacher, images, labels)
-    ref, _ = _captum(teacher, images, labels, 50, "gausslegendre", "normalized-zero")
-    assert _relative(ours, ref) <= 1e-4
+    _assert_as_accurate_as_captum(
+        teacher, ours, images, labels, 50, "gausslegendre", "normalized-zero"
+    )
 
 
 def test_matches_captum_on_synthetic_images(teacher) -> None:
     # The same check without the real data, so it always runs.
     ds = data.load_synthetic("test", 3, seed=1)
     ours, _ = integrated_gradients(teacher, ds.images, ds.labels, n_steps=6, method="riemann_left")
-    ref, _ = _captum(teacher, ds.images, ds.labels, 6, "riemann_left", "normalized-zero")
-    assert _relative(ours, ref) <= 1e-4
+    _assert_as_accurate_as_captum(
+        teacher, ours, ds.images, ds.labels, 6, "riemann_left", "normalized-zero"
+    )
 
 
 def test_linear_model_is_exact() -> None:
