@@ -44,6 +44,12 @@ def accuracies(
     return out
 
 
+def teacher_accuracy(results: Sequence[Mapping]) -> float | None:
+    """The teacher's test accuracy (%) recorded by the runs, or None when no run used a teacher
+    (a grid of plain `student` runs never trains one)."""
+    return next((r["teacher_test_accuracy"] for r in results if r.get("teacher_test_accuracy")), None)
+
+
 def beside_paper(ours: Mapping[str, Sequence[float]], theirs: Mapping[str, Sequence[float]]):
     """Mean, sd, 95 % CI, min, max and n per method: ours and the paper's side by side (%)."""
     cols = ["n", "mean", "sd", "ci_low", "ci_high", "min", "max"]

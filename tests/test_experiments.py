@@ -1,0 +1,81 @@
+"""The experiment notebooks' glue: run grids, accuracies, the teacher's accuracy, tables beside the
+paper's. Pure functions of run metrics, so these tests need no training."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+
+from igkd import experiments, paper
+from igkd.errors import ConfigError
+
+matplotlib.use("Agg")
+
+
+def _run(method: str, acc: float, seed: int = 0, compression: str = "4.1", teacher=None) -> dict:
+    return {
+        "method": method,
+        "seed": seed,
+        "compression": compression,
+        "final_test_accuracy": acc,
+        "teacher_test_accuracy": teacher,
+    }
+
+
+def test_runs_for_prefers_the_argument_then_the_profile():
+    assert experiments.runs_for("ablation_runs", "ci", 5) == 5
+    assert experiments.runs_for("ablation_runs", "ci", None) == 2
+    assert experiments.runs_for("monte_carlo_runs", "paper", None) == 60
+    with pytest.raises(ConfigError, match="runs=0"):
+        experiments.runs_for("ablation_runs", "ci", 0)
+
+
+def test_grid_is_seed_major_and_rejects_no_methods():
+    g = experiments.grid(["student", "KD"], range(2), compression=4.1)
+    assert [(c["seed"], c["method"]) for c in g] == [
+        (0, "student"),
+        (0, "KD"),
+        (1, "student"),
+        (1, "KD"),
+    ]
+    assert all(c["compression"] == 4.1 for c in g)
+    with pytest.raises(ConfigError, match="methods is empty"):
+        experiments.grid([], range(2))
+
+
+def test_teacher_accuracy_skips_runs_without_a_teacher():
+    # a plain student never trains a teacher: its runs record None, and one came first in CI
+    assert (
+        experiments.teacher_accuracy([_run("student", 70.0), _run("KD", 71.0, teacher=82.4)])
+        == 82.4
+    )
+    assert experiments.teacher_accuracy([_run("student", 70.0)]) is None
+
+
+def test_accuracies_and_beside_paper():
+    results = [
+        _run("student", 70.0, 0),
+        _run("KD", 72.0, 0),
+        _run("student", 72.0, 1),
+        _run("KD", 74.0, 1),
+    ]
+    ours = experiments.accuracies(results)
+    assert ours == {"student": [70.0, 72.0], "KD": [72.0, 74.0]}
+    table = experiments.beside_paper(ours, paper.ABLATION_RUNS)
+    assert table.loc["student", ("ours", "mean")] == 71.0
+    assert table.loc["student", ("ours", "n")] == 2
+    assert table.loc["KD", ("paper", "n")] == len(paper.ABLATION_RUNS["KD"])
+    assert "IG" not in table.index  # only the methods we ran
+
+
+def test_sweep_table_puts_the_papers_number_beside_ours():
+    results = [_run("student", 70.0, s) for s in range(2)] + [_run("student", 40.0, 0, "140")]
+    t = experiments.sweep_table(results)
+    assert list(t["compression"]) == ["4.1", "140"]  # sorted by ratio
+    row = t.iloc[0]
+    assert row["n"] == 2 and row["mean"] == 70.0 and row["paper"] == paper.SWEEP["4.1"]["student"]
+    assert math.isnan(t.iloc[1]["ci_low"]) or t.iloc[1]["n"] == 1
+    ax = experiments.plot_sweep(t, teacher=80.0)
+    assert ax.get_xscale() == "log"
