@@ -5,16 +5,53 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from igkd import data
+from igkd import data, profiles
 from igkd.errors import DataNotFoundError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@contextmanager
+def tiny_ci_profile(
+    mp: pytest.MonkeyPatch, train_size: int = 200, ig_n_steps: int = 1, **student: object
+) -> Iterator[str]:
+    """The ci profile cut to a few hundred synthetic images, so that a teacher, IG maps and students
+    take seconds; `student` overrides the student recipe (1 epoch of Adam 1e-3, batch 32). Yields
+    the profile name. One torch thread meanwhile: on a loaded 2-core machine more are slower."""
+    ci = profiles.PROFILES["ci"]
+    mp.setitem(
+        profiles.PROFILES,
+        "ci",
+        ci.replace(
+            train_size=train_size,
+            test_size=min(100, train_size // 2),
+            teacher_recipe={**ci.teacher_recipe, "epochs": 1, "batch_size": 64},
+            student_recipe={
+                "epochs": 1,
+                "batch_size": 32,
+                "optimizer": "adam",
+                "lr": 1e-3,
+                **student,
+            },
+            ig_n_steps=ig_n_steps,
+            ig_batch_size=100,
+        ),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield "ci"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pytest_configure(config):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_ci_profile
 
 from igkd import losses, models, pipeline, profiles, train
 from igkd.errors import ConfigError
@@ -14,16 +15,8 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     mp.setenv("IGKD_RUNS", str(root / "runs"))
     mp.setenv("IGKD_DATA", str(root / "no-data"))
-    prof = profiles.PROFILES["ci"].replace(
-        train_size=128,
-        test_size=64,
-        teacher_recipe={**profiles.PROFILES["ci"].teacher_recipe, "epochs": 1, "batch_size": 64},
-        student_recipe={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-        ig_n_steps=2,
-        ig_batch_size=64,
-    )
-    mp.setitem(profiles.PROFILES, "ci", prof)
-    yield "ci"
+    with tiny_ci_profile(mp, train_size=128, ig_n_steps=2) as name:
+        yield name
     mp.undo()
 
 

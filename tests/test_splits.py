@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_ci_profile
 
 from igkd import pipeline, profiles, runs
 from igkd.errors import ConfigError
@@ -34,19 +35,8 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("splits")
     mp.setenv("IGKD_RUNS", str(root / "runs"))
     mp.setenv("IGKD_DATA", str(root / "no-data"))
-    prof = profiles.PROFILES["ci"].replace(
-        train_size=200,
-        test_size=100,
-        teacher_recipe={**profiles.PROFILES["ci"].teacher_recipe, "epochs": 1, "batch_size": 64},
-        student_recipe={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-        ig_n_steps=1,
-        ig_batch_size=100,
-    )
-    mp.setitem(profiles.PROFILES, "ci", prof)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared, loaded machine: more threads are much slower, not faster
-    yield "ci"
-    torch.set_num_threads(threads)
+    with tiny_ci_profile(mp) as name:
+        yield name
     mp.undo()
 
 

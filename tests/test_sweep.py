@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_ci_profile
 from distributed import Client, LocalCluster
 
-from igkd import pipeline, profiles, runs, sweep
+from igkd import pipeline, runs, sweep
 from igkd.errors import ConfigError, SweepError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,19 +252,8 @@ def test_failed_run_is_retried_then_reported(isolated, threads_client, monkeypat
 @pytest.fixture
 def tiny(monkeypatch):
     """The ci profile cut to 200 synthetic images: a teacher and IG maps in seconds."""
-    prof = profiles.PROFILES["ci"].replace(
-        train_size=200,
-        test_size=100,
-        teacher_recipe={**profiles.PROFILES["ci"].teacher_recipe, "epochs": 1, "batch_size": 64},
-        student_recipe={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-        ig_n_steps=1,
-        ig_batch_size=100,
-    )
-    monkeypatch.setitem(profiles.PROFILES, "ci", prof)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared, loaded machine: more threads are much slower, not faster
-    yield "ci"
-    torch.set_num_threads(threads)
+    with tiny_ci_profile(monkeypatch) as name:
+        yield name
 
 
 def test_teacher_and_ig_maps_are_made_once_before_the_students(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
+from conftest import tiny_ci_profile
 from distributed import Client, LocalCluster
 
-from igkd import profiles, tune
+from igkd import tune
 from igkd.errors import ConfigError
 
 
@@ -26,20 +26,9 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny(monkeypatch):
     """The ci profile cut to 200 synthetic images: a teacher, IG maps and trials in seconds."""
-    prof = profiles.PROFILES["ci"].replace(
-        train_size=200,
-        test_size=100,
-        teacher_recipe={**profiles.PROFILES["ci"].teacher_recipe, "epochs": 1, "batch_size": 64},
-        # Two epochs at a high rate: enough to leave chance level, so that trials score apart.
-        student_recipe={"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-2},
-        ig_n_steps=1,
-        ig_batch_size=100,
-    )
-    monkeypatch.setitem(profiles.PROFILES, "ci", prof)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared, loaded machine: more threads are much slower, not faster
-    yield "ci"
-    torch.set_num_threads(threads)
+    # Two epochs at a high rate: enough to leave chance level, so that trials score apart.
+    with tiny_ci_profile(monkeypatch, epochs=2, lr=1e-2) as name:
+        yield name
 
 
 @pytest.fixture
