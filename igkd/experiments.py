@@ -24,6 +24,14 @@ def runs_for(kind: str, profile: str | None, runs: int | None) -> int:
     return profiles.get(profile).experiments[kind]
 
 
+def setting(kind: str, profile: str | None, value: object, default: object) -> object:
+    """A notebook parameter: `value` if given (not None), else the profile's `kind` (e.g.
+    ablation_methods), else the paper's `default`. The quick profile narrows grids this way."""
+    if value is not None:
+        return value
+    return profiles.get(profile).experiments.get(kind, default)
+
+
 def grid(methods: Sequence[str], seeds: Iterable[int], **common: object) -> list[dict]:
     """Keyword arguments of `pipeline.student_run` for every (seed, method), seed-major so that a
     sweep cut short still has every method at the first seeds."""
@@ -47,7 +55,9 @@ def accuracies(
 def teacher_accuracy(results: Sequence[Mapping]) -> float | None:
     """The teacher's test accuracy (%) recorded by the runs, or None when no run used a teacher
     (a grid of plain `student` runs never trains one)."""
-    return next((r["teacher_test_accuracy"] for r in results if r.get("teacher_test_accuracy")), None)
+    return next(
+        (r["teacher_test_accuracy"] for r in results if r.get("teacher_test_accuracy")), None
+    )
 
 
 def beside_paper(ours: Mapping[str, Sequence[float]], theirs: Mapping[str, Sequence[float]]):

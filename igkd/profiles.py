@@ -106,8 +106,20 @@ PROFILES: dict[str, Profile] = {
             schedule="warmup_cosine",
             warmup=0.05,
         ),
-        # ~10 min per student: 3 seeds x 4 methods is the afternoon-sized ablation.
-        experiments=dict(ablation_runs=3, monte_carlo_runs=3, sweep_runs=1, tuning_trials=12),
+        # ~10 min per student on 2 cores, so each experiment is cut to an afternoon: the ablation to
+        # the four methods that separate KD from IG (3 seeds: 12 runs), the Monte Carlo to student
+        # vs KD_IG, the sweep to three sizes, and tuning to 1-epoch trials.
+        experiments=dict(
+            ablation_runs=3,
+            ablation_methods=["student", "KD", "IG", "KD_IG"],
+            monte_carlo_runs=3,
+            monte_carlo_methods=["student", "KD_IG"],
+            sweep_runs=1,
+            sweep_compressions=["4.1", "29", "1122"],
+            sweep_methods=["student", "KD_IG"],
+            tuning_trials=6,
+            tuning_epochs=1,
+        ),
     ),
     "paper": Profile(
         name="paper",

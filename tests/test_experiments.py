@@ -32,6 +32,18 @@ def test_runs_for_prefers_the_argument_then_the_profile():
         experiments.runs_for("ablation_runs", "ci", 0)
 
 
+def test_setting_prefers_the_argument_then_the_profile_then_the_paper():
+    assert experiments.setting("ablation_methods", "quick", ["KD"], paper.METHODS) == ["KD"]
+    assert experiments.setting("ablation_methods", "quick", None, paper.METHODS) == [
+        "student",
+        "KD",
+        "IG",
+        "KD_IG",
+    ]
+    assert experiments.setting("ablation_methods", "paper", None, paper.METHODS) == paper.METHODS
+    assert experiments.setting("tuning_epochs", "paper", None, None) is None
+
+
 def test_grid_is_seed_major_and_rejects_no_methods():
     g = experiments.grid(["student", "KD"], range(2), compression=4.1)
     assert [(c["seed"], c["method"]) for c in g] == [
