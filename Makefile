@@ -10,7 +10,7 @@ setup:  ## install igkd, the notebooks' and the tests' dependencies into the cur
 # One torch thread per process: two xdist workers (and the Dask workers the notebooks start) on
 # two cores otherwise oversubscribe OpenMP, which made ci runs up to 50x slower here.
 test:  ## unit tests, then every notebook executed by nbval in the ci profile
-	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider
+	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider --durations=25
 
 lint:
 	pre-commit run --all-files
