@@ -490,28 +490,10 @@ def load_checkpoint(path_or_name: str | Path) -> nn.Module:
 
 
 def load_run(run_dir: str | Path) -> nn.Module:
-    """The trained model of a finished teacher or student run directory."""
-    from igkd import runs
+    """The trained model of a finished teacher or student run directory (`pipeline.load_model`)."""
+    from igkd import pipeline
 
-    path = Path(run_dir).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} is not a run directory (no config.json)")
-    if not (path / "DONE").is_file():
-        raise CheckpointError(f"run {path} has not finished (no DONE file); finish it first")
-    stored = json.loads((path / "config.json").read_text())
-    run = runs.Run(stored.get("kind", path.parent.name), stored.get("config", {}), path)
-    config = run.config
-    if config.get("model") == "teacher":
-        model = models.teacher()
-    elif config.get("model") == "student":
-        model = models.student(layers_removed=config["layers_removed"])
-    else:
-        raise CheckpointError(f"run {path} holds no teacher or student model (kind {run.kind!r})")
-    state = run.load_torch("model.pt")
-    if state is None:
-        raise CheckpointError(f"run {path} has no model.pt")
-    model.load_state_dict(state)
-    return model.eval()
+    return pipeline.load_model(run_dir)
 
 
 # --- the deployment table ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from torch import nn
 
 from igkd import data, losses, models, paper, profiles, runs, train
 from igkd.attribution import load_ig_maps, precompute_ig
-from igkd.errors import ConfigError
+from igkd.errors import CheckpointError, ConfigError
 from igkd.profiles import Profile
 
 
@@ -72,17 +72,30 @@ def teacher_run(
     return runs.get_or_run("teacher", config, compute)
 
 
-def load_model(run: runs.Run) -> nn.Module:
-    """The trained model of a finished teacher or student run.
+def load_model(run: runs.Run | str | Path) -> nn.Module:
+    """The trained model, in eval mode, of a finished teacher or student run (a Run or its directory).
 
     `model.normalized_inputs` is set to the input space it was trained in (the run's recipe), so
-    `train.predict` and `imagenet.evaluate` feed it what it saw in training.
+    `train.predict` and `imagenet.evaluate` feed it what it saw in training. Raises CheckpointError
+    for a directory that is no run, an unfinished run, or one without a model.
     """
-    if run.config.get("model") == "student":
+    if not isinstance(run, runs.Run):
+        run = runs.open_run(run)
+    if not run.done:
+        raise CheckpointError(f"run {run.path} has not finished (no DONE file); finish it first")
+    kind = run.config.get("model")
+    if kind == "student":
         model = models.student(layers_removed=run.config["layers_removed"])
-    else:
+    elif kind == "teacher":
         model = models.teacher()
-    model.load_state_dict(run.load_torch("model.pt"))
+    else:
+        raise CheckpointError(
+            f"run {run.path} holds no teacher or student model (kind {run.kind!r})"
+        )
+    state = run.load_torch("model.pt")
+    if state is None:
+        raise CheckpointError(f"run {run.path} has no model.pt")
+    model.load_state_dict(state)
     model.normalized_inputs = run.config.get("recipe", {}).get(
         "normalized", model.normalized_inputs
     )

@@ -334,6 +334,16 @@ def get_or_run(kind: str, config: dict, fn: Callable[[Run], dict]) -> Run:
     return run
 
 
+def open_run(run_dir: str | Path) -> Run:
+    """The run stored in directory `run_dir` (any runs dir, any igkd version), read from its
+    config.json. Raises CheckpointError when it is not a run directory."""
+    path = Path(run_dir).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a run directory (no config.json)")
+    stored = Run(path.parent.name, {}, path).read_json("config.json")
+    return Run(stored.get("kind", path.parent.name), stored.get("config", {}), path)
+
+
 def find_runs(kind: str) -> list[Run]:
     """The finished runs of `kind` in the runs dir, oldest first.
 
