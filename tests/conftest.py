@@ -54,6 +54,21 @@ def tiny_ci_profile(
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def threads_client():
+    """A Dask cluster of two worker threads in this process, so that monkeypatches (such as
+    tiny_ci_profile) reach the tasks."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
 def pytest_configure(config):
     """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
     never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.

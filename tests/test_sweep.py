@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_ci_profile
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from igkd import pipeline, runs, sweep
 from igkd.errors import ConfigError, SweepError
@@ -195,18 +195,6 @@ def test_killed_sweep_redoes_only_what_is_missing(isolated):
 
 
 # --- in-process clusters: retries, reports, prerequisites -------------------------------------------
-
-
-@pytest.fixture
-def threads_client():
-    """A cluster of two threads in this process, so that monkeypatches reach the tasks."""
-    with (
-        LocalCluster(
-            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
 
 
 def test_failed_run_is_retried_then_reported(isolated, threads_client, monkeypatch):

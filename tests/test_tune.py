@@ -8,7 +8,6 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import tiny_ci_profile
-from distributed import Client, LocalCluster
 
 from igkd import tune
 from igkd.errors import ConfigError
@@ -29,18 +28,6 @@ def tiny(monkeypatch):
     # Two epochs at a high rate: enough to leave chance level, so that trials score apart.
     with tiny_ci_profile(monkeypatch, epochs=2, lr=1e-2) as name:
         yield name
-
-
-@pytest.fixture
-def threads_client():
-    """Two worker threads in this process, so that the tiny profile reaches the trials."""
-    with (
-        LocalCluster(
-            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
 
 
 def _metrics(run_path: str) -> dict:
