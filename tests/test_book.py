@@ -8,11 +8,13 @@ import json
 import os
 import shutil
 import time
+from types import SimpleNamespace
 
 import nbformat
+import pandas as pd
 import pytest
 
-from igkd import book, paper, pipeline, profiles, report, runs, train
+from igkd import book, imagenet, paper, pipeline, profiles, report, runs, train
 from igkd.errors import BookError, ConfigError
 
 
@@ -91,7 +93,12 @@ def test_summary_table_renders_paper_beside_ours(built):
     ablation = next(t for t in tables if "KD_IG_AT" in t and "best" in t)
     kd_ig = next(line for line in ablation.splitlines() if line.startswith("KD_IG\t"))
     assert "92.02" in kd_ig and report.NOT_RUN not in kd_ig  # notebook 03 trained it
-    assert report.NOT_RUN in tables[-1]  # no latency results in this build
+    imagenet, latency = tables[-2], tables[-1]
+    assert "generated images, not ImageNet" in imagenet  # no ImageNet here: labelled, not a result
+    teacher_latency = next(line for line in latency.splitlines() if line.startswith("teacher\t"))
+    assert (
+        "140" in teacher_latency and report.NOT_RUN not in teacher_latency
+    )  # notebook 08 timed it
 
 
 # --- without building ------------------------------------------------------------------------------
@@ -159,6 +166,64 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
     page = report.summary_markdown(report.summary_table("ci"), "header line")
     assert "header line" in page and page.count("\n## ") == 6
     assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
+
+
+def test_latency_records_from_both_deployment_tables():
+    lat = pd.DataFrame(
+        {"b1 median (ms)": [9.0, 3.0], "b1 IQR (ms)": [1.0, 1.0], "b64 median (ms)": [90.0, None]},
+        index=["teacher", "4.1x"],
+    )
+    onnx = pd.DataFrame(
+        {"b1 median (ms)": [2.0]}, index=pd.MultiIndex.from_tuples([("4.1x student", "ONNX int8")])
+    )
+    records = report.latency_records(lat) + report.latency_records(onnx)
+    assert records == [
+        {
+            "model": "teacher",
+            "runtime": "pytorch",
+            "precision": "fp32",
+            "batch": 1,
+            "median_ms": 9.0,
+        },
+        {
+            "model": "teacher",
+            "runtime": "pytorch",
+            "precision": "fp32",
+            "batch": 64,
+            "median_ms": 90.0,
+        },
+        {"model": "4.1", "runtime": "pytorch", "precision": "fp32", "batch": 1, "median_ms": 3.0},
+        {
+            "model": "4.1",
+            "runtime": "onnxruntime",
+            "precision": "int8",
+            "batch": 1,
+            "median_ms": 2.0,
+        },
+    ]  # the NaN batch-64 time of the student is left out
+
+
+def test_imagenet_records_average_this_profiles_runs_per_method():
+    def scores(acc):
+        return imagenet.Scores(10, acc, acc - 1, 0.5, {}, 0)
+
+    result = SimpleNamespace(
+        teacher=scores(60.0),
+        students={"a": scores(70.0), "b": scores(80.0), "c": scores(10.0), "d": scores(20.0)},
+    )
+    ci = {"profile": "ci"}
+    run_metrics = {
+        "a": {"method": "KD", "compression": "4.1", "environment": ci},
+        "b": {"method": "KD", "compression": "4.1", "environment": ci},
+        "c": {"method": "KD", "compression": "12", "environment": ci},  # another size
+        "d": {"method": "IG", "compression": "4.1", "environment": {"profile": "quick"}},
+    }
+    records = report.imagenet_records(result, run_metrics, "ci", generated=True)
+    assert [(r["model"], r["accuracy"], r["runs"]) for r in records] == [
+        ("teacher", 60.0, 1),
+        ("KD", 75.0, 2),
+    ]
+    assert all(r["generated"] for r in records)
 
 
 def test_save_results_rejects_unknown_names_and_bad_records(ci_cache):
