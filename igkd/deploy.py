@@ -622,7 +622,7 @@ def student_for_deployment(
     tell fp32 from int8 predictions apart), else the ci run of method `student` (trained now if
     missing). Returns (model in eval mode, description).
     """
-    from igkd import pipeline, profiles, runs
+    from igkd import pipeline, profiles
 
     prof = profiles.get(profile)
     row = models.compression_row(compression)
@@ -637,17 +637,11 @@ def student_for_deployment(
             row.label, "student", profile="ci", data_root=data_root, progress=progress
         )
         return load_run(run.path), f"run {run.path.name} (student, ci)"
-    found = []
-    for run in runs.find_runs("student"):
-        try:
-            metrics = run.metrics
-        except CheckpointError:
-            continue
-        if (
-            run.config.get("layers_removed") == row.layers_removed
-            and metrics.get("environment", {}).get("profile") == prof.name
-        ):
-            found.append((metrics.get("method") == prefer_method, run, metrics))
+    found = [
+        (metrics["method"] == prefer_method, run, metrics)
+        for run, metrics in pipeline.finished_students(prof.name)
+        if run.config["layers_removed"] == row.layers_removed
+    ]
     if found:
         # find_runs lists oldest first: a stable sort on "preferred" leaves the newest preferred last
         _, run, metrics = sorted(found, key=lambda f: f[0])[-1]

@@ -393,6 +393,27 @@ def _split(train_ds: data.Dataset, s: dict) -> tuple[torch.Tensor | None, data.D
     return idx, val
 
 
+STUDENT_METRICS = ("method", "compression", "final_test_accuracy", "environment")
+
+
+def finished_students(profile: str | None = None) -> list[tuple[runs.Run, dict]]:
+    """(run, metrics) of the finished student runs in the run cache made by `student_run`, oldest
+    first; of one profile when `profile` is given. Runs whose metrics lack what `student_run`
+    records (made by other tools, or another igkd's) or cannot be read are skipped."""
+    wanted = profiles.resolve(profile) if profile is not None else None
+    found = []
+    for run in runs.find_runs("student"):
+        try:
+            m = run.metrics
+        except CheckpointError:
+            continue
+        if not all(k in m for k in STUDENT_METRICS) or "layers_removed" not in run.config:
+            continue
+        if wanted is None or m["environment"].get("profile") == wanted:
+            found.append((run, m))
+    return found
+
+
 def student_summary(metrics: dict) -> dict:
     """One column of a result table: our student beside the paper's numbers for the same setting."""
     method, label = metrics["method"], metrics["compression"]

@@ -13,6 +13,13 @@ from igkd import cli, data, deploy, models, runs, train
 from igkd.errors import CheckpointError, ConfigError
 
 
+@pytest.fixture(autouse=True)
+def own_run_cache(tmp_path, monkeypatch):
+    """Fake runs made here stay out of the session's run cache, which the notebooks nbval runs read
+    (a fake student run without a method broke notebook 07 in CI)."""
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path / "runs"))
+
+
 def nontrivial(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random BatchNorm statistics and affine terms and a wide classifier, so that the logits
     vary from image to image and a parity check cannot pass on near-constant outputs."""
@@ -208,7 +215,12 @@ def test_student_for_deployment_prefers_the_profile_s_kd_ig_run():
 
         def compute(run: runs.Run) -> dict:
             run.save_torch("model.pt", model.state_dict())
-            return {"method": method, "environment": {"profile": profile}}
+            return {  # what student_run records, in brief
+                "method": method,
+                "compression": "4.1",
+                "final_test_accuracy": 10.0,
+                "environment": {"profile": profile},
+            }
 
         config = {"model": "student", "layers_removed": layers_removed, "fake": method + profile}
         return runs.get_or_run("student", config, compute)

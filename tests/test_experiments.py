@@ -8,7 +8,7 @@ import math
 import matplotlib
 import pytest
 
-from igkd import experiments, paper
+from igkd import experiments, paper, pipeline, runs
 from igkd.errors import ConfigError
 
 matplotlib.use("Agg")
@@ -91,3 +91,23 @@ def test_sweep_table_puts_the_papers_number_beside_ours():
     assert math.isnan(t.iloc[1]["ci_low"]) or t.iloc[1]["n"] == 1
     ax = experiments.plot_sweep(t, teacher=80.0)
     assert ax.get_xscale() == "log"
+
+
+def test_finished_students_skips_foreign_runs(tmp_path, monkeypatch):
+    # A run cache shared with other tools (or tests) can hold student runs whose metrics lack a
+    # method; notebook 07 listed every run and failed on one in CI.
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path))
+    good = {"method": "KD", "compression": "4.1", "final_test_accuracy": 70.0}
+    runs.get_or_run("student", {"layers_removed": 5, "n": 1}, lambda r: {"epochs": 1})
+    runs.get_or_run(
+        "student",
+        {"layers_removed": 5, "n": 2},
+        lambda r: {**good, "environment": {"profile": "ci"}},
+    )
+    runs.get_or_run(
+        "student",
+        {"layers_removed": 5, "n": 3},
+        lambda r: {**good, "environment": {"profile": "quick"}},
+    )
+    assert [r.config["n"] for r, _ in pipeline.finished_students()] == [2, 3]
+    assert [m["environment"]["profile"] for _, m in pipeline.finished_students("ci")] == ["ci"]
