@@ -25,6 +25,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# On a CPU, inference in batches of 32 keeps a MobileNet-V2's activations in cache: 1,000 images
+# took 1.4 s at 32 against 6.6 s at 500 (one thread, 2-core AVX512 machine; the teacher 1.9 vs 3.9 s).
+CPU_PREDICT_BATCH = 32
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -36,11 +41,15 @@ def predict(
     """Logits (N, 10) float32 on the CPU for uint8 images (N, 3, 32, 32).
 
     `normalized` picks the input space; None uses `model.normalized_inputs` (True for the teacher,
-    False for the paper's students, which were trained on [0, 1] pixels).
+    False for the paper's students, which were trained on [0, 1] pixels). On a CPU at most
+    CPU_PREDICT_BATCH images go through at once, whatever `batch_size` asks (it does not change the
+    logits beyond rounding).
     """
     if normalized is None:
         normalized = getattr(model, "normalized_inputs", False)
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_PREDICT_BATCH)
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = []
     for start in range(0, len(images), batch_size):
