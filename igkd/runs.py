@@ -11,6 +11,7 @@ processes (on one machine or on a shared filesystem) from computing the same run
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import hashlib
@@ -21,8 +22,7 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,6 @@ import torch
 import igkd
 from igkd import paths
 from igkd.errors import CheckpointError, ConfigError
-
-try:  # POSIX only; on Windows runs are not locked (one process per run is then up to the user)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -290,24 +285,9 @@ class Run:
         self.write_json("metrics.json", metrics)
         paths.atomic_write_bytes(self.path / "DONE", f"{_now()}\n".encode())
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive flock on `<run>/LOCK`; waits while another process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        # The lock dies with its holder (also on SIGKILL), so a crashed run never blocks the next.
-        with open(self.path / "LOCK", "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("run %s is being computed by another process; waiting", self.path)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return paths.exclusive(self.path / "LOCK", f"run {self.path}")
 
 
 def get_or_run(kind: str, config: dict, fn: Callable[[Run], dict]) -> Run:

@@ -16,6 +16,7 @@ journal file path, or a database URL such as postgresql://... that many machines
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -147,8 +148,9 @@ def tune(
 
     Running again continues the same study; its settings must be the same (a ConfigError says
     which differ). Trials left running by a killed call are marked failed and their parameters
-    tried again first (their runs resume from the cache), so do not run two `tune` calls on one
-    study at the same time. A trial whose run fails (after `retries`) is recorded as failed.
+    tried again first (their runs resume from the cache); two calls on one journal file take turns
+    (the second waits for the first), two on one database study must not overlap. A trial whose
+    run fails (after `retries`) is recorded as failed.
     """
     import optuna
 
@@ -196,7 +198,16 @@ def tune(
     )
 
     store, where = storage_for(study_name, storage)
-    with warnings.catch_warnings():
+    # One tune() per journal at a time: a second call (another notebook, a test) waits, then finds
+    # the study done or continues it; without this its stale-trial recovery would fail the first
+    # call's running trials. A database study is shared by design: the caller coordinates.
+    # (Not "<journal>.lock": that is the symlink Optuna's file backend locks each write with.)
+    lock = (
+        paths.exclusive(Path(where + ".igkd-lock"), f"study {study_name!r} ({where})")
+        if store is not where
+        else contextlib.nullcontext()
+    )
+    with lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # constant_liar
         sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
     with _quiet_optuna():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -111,3 +114,39 @@ def test_storage_location(isolated, monkeypatch):
     assert tune.storage_for("abc")[1] == str(isolated / "shared.log")
     monkeypatch.setenv(tune.STORAGE_ENV, "postgresql://db/optuna")
     assert tune.storage_for("abc") == ("postgresql://db/optuna", "postgresql://db/optuna")
+
+
+def test_a_second_call_waits_for_the_first_instead_of_failing_its_trials(
+    isolated, tiny, threads_client
+):
+    # CI ran notebook 09 twice at once (nbval and the book): the second call took the first's
+    # running trial for a killed one and failed it under its feet.
+    kwargs = dict(
+        compression="1122",
+        profile=tiny,
+        val_fraction=0.25,
+        fixed={"teacher_outputs": "cached"},
+        client=threads_client,
+        progress=False,
+    )
+    with pytest.warns(UserWarning, match="synthetic"):
+        first = tune.tune("shared", 1, **kwargs)
+    dist = {k: optuna.distributions.FloatDistribution(lo, hi, log=lg) for k, (lo, hi, lg) in tune.SPACE.items()}  # fmt: skip
+    live = first.study.ask(dist)  # a trial another, live call is running
+    lock = Path(first.storage + ".igkd-lock")  # not ".lock": Optuna's own symlink lock
+    done = threading.Event()
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # that call holds the study
+        worker = threading.Thread(
+            target=lambda: (tune.tune("shared", 2, **kwargs), done.set()), daemon=True
+        )
+        worker.start()
+        time.sleep(2)
+        assert not done.is_set()  # waiting, and the live trial untouched
+        assert first.study.trials[live.number].state == optuna.trial.TrialState.RUNNING
+        first.study.tell(live, 50.0)  # the live call finishes its trial and lets go
+        fcntl.flock(f, fcntl.LOCK_UN)
+    worker.join(timeout=300)
+    assert done.is_set()
+    states = [t.state.name for t in first.study.get_trials()]
+    assert states == ["COMPLETE", "COMPLETE"]  # nothing failed; 2 complete: nothing more ran
