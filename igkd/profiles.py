@@ -61,13 +61,17 @@ PROFILES: dict[str, Profile] = {
         ig_batch_size=250,
         ig_chunk_size=32,
         student_recipe=dict(epochs=1, batch_size=64, optimizer="adam", lr=1e-3),
+        # Enough to exercise every code path (paired tests need 2 seeds, the sweep 2 sizes); each
+        # ci run costs 15-40 s of CI's budget on 2 cores, so the grids are the smallest that do.
         experiments=dict(
             ablation_runs=2,
-            monte_carlo_runs=3,
+            ablation_methods=["student", "KD", "IG", "KD_IG"],
+            monte_carlo_runs=2,
+            monte_carlo_methods=["student", "KD_IG"],
             sweep_runs=1,
             sweep_compressions=["4.1", "140"],
             sweep_methods=["student", "KD_IG"],
-            tuning_trials=4,
+            tuning_trials=3,
         ),
     ),
     "quick": Profile(

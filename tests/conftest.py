@@ -69,6 +69,7 @@ def threads_client():
         yield client
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Every notebook (nbval), then the book built from them, in one xdist group, last: the book's
     fresh executions of the notebooks then find each run in the cache instead of racing nbval's
