@@ -8,11 +8,10 @@ setup:  ## install igkd, the notebooks' and the tests' dependencies into the cur
 	$(PYTHON) -m pip install -e ".[dev]"
 
 # One torch thread per process: two xdist workers (and the Dask workers the notebooks start) on
-# two cores otherwise oversubscribe OpenMP, which made ci runs up to 50x slower here. loadgroup:
-# unit tests by module on both workers; the notebooks, then the book built from them, on one
-# (tests/conftest.py), so that the book reuses the runs nbval's executions made.
+# two cores otherwise oversubscribe OpenMP, which made ci runs up to 50x slower here. loadscope
+# keeps each notebook's cells on one worker (one kernel).
 test:  ## unit tests, then every notebook executed by nbval in the ci profile
-	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadgroup -p no:cacheprovider --durations=25
+	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider --durations=25
 
 lint:
 	pre-commit run --all-files

@@ -69,25 +69,6 @@ def threads_client():
         yield client
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
-def pytest_collection_modifyitems(config, items):
-    """Every notebook (nbval), then the book built from them, in one xdist group, last: the book's
-    fresh executions of the notebooks then find each run in the cache instead of racing nbval's
-    executions for it on the other worker. Other tests are grouped by module (as loadscope)."""
-
-    def notebook_side(item) -> bool:
-        return item.path.suffix == ".ipynb" or "built" in getattr(item, "fixturenames", ())
-
-    first = [i for i in items if not notebook_side(i)]
-    last = [i for i in items if i.path.suffix == ".ipynb"]
-    last += [i for i in items if notebook_side(i) and i.path.suffix != ".ipynb"]
-    for item in first:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    for item in last:
-        item.add_marker(pytest.mark.xdist_group("notebooks-then-book"))
-    items[:] = first + last
-
-
 def pytest_configure(config):
     """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
     never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.
