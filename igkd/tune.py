@@ -207,34 +207,39 @@ def tune(
         if store is not where
         else contextlib.nullcontext()
     )
-    with lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # constant_liar
-        sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
-    with _quiet_optuna():
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=store,
-            sampler=sampler,
-            direction="maximize",
-            load_if_exists=True,
-        )
-        stored = study.user_attrs.get("igkd_settings")
-        if stored is None:
-            study.set_user_attr("igkd_settings", settings)
-        elif stored != settings:
-            differ = sorted(k for k in settings if stored.get(k) != settings[k])
-            raise ConfigError(
-                f"study {study_name!r} in {where} was made with other settings ({', '.join(differ)}:"
-                f" {[stored.get(k) for k in differ]}, now {[settings[k] for k in differ]}); "
-                "use another study_name or the same settings"
+    with lock:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # constant_liar
+            sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
+        with _quiet_optuna():
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=store,
+                sampler=sampler,
+                direction="maximize",
+                load_if_exists=True,
             )
-        _recover_stale(study)
-        if client is None:
-            with sweep.connect() as own:
-                _optimise(study, base, space, objective, n_trials, own, parallel, retries, progress)
-        else:
-            _optimise(study, base, space, objective, n_trials, client, parallel, retries, progress)
-        return _result(study, where)
+            stored = study.user_attrs.get("igkd_settings")
+            if stored is None:
+                study.set_user_attr("igkd_settings", settings)
+            elif stored != settings:
+                differ = sorted(k for k in settings if stored.get(k) != settings[k])
+                raise ConfigError(
+                    f"study {study_name!r} in {where} was made with other settings ({', '.join(differ)}:"
+                    f" {[stored.get(k) for k in differ]}, now {[settings[k] for k in differ]}); "
+                    "use another study_name or the same settings"
+                )
+            _recover_stale(study)
+            if client is None:
+                with sweep.connect() as own:
+                    _optimise(
+                        study, base, space, objective, n_trials, own, parallel, retries, progress
+                    )
+            else:
+                _optimise(
+                    study, base, space, objective, n_trials, client, parallel, retries, progress
+                )
+            return _result(study, where)
 
 
 def _recover_stale(study: optuna.Study) -> None:

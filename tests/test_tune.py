@@ -150,3 +150,25 @@ def test_a_second_call_waits_for_the_first_instead_of_failing_its_trials(
     assert done.is_set()
     states = [t.state.name for t in first.study.get_trials()]
     assert states == ["COMPLETE", "COMPLETE"]  # nothing failed; 2 complete: nothing more ran
+
+
+def test_the_journal_stays_locked_while_trials_run(isolated, tiny, threads_client, monkeypatch):
+    # The lock once covered only the sampler's creation, so the waiting test above passed while
+    # CI's two executions of notebook 09 still ran trials side by side.
+    held = []
+    optimise = tune._optimise
+
+    def checking(study, *args, **kwargs):
+        with open(tune.storage_for("held")[1] + ".igkd-lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return optimise(study, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "_optimise", checking)
+    with pytest.warns(UserWarning, match="synthetic"):
+        tune.tune("held", 1, compression="1122", profile=tiny, val_fraction=0.25,
+                  fixed={"teacher_outputs": "cached"}, client=threads_client, progress=False)  # fmt: skip
+    assert held == [True]
