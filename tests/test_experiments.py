@@ -44,6 +44,22 @@ def test_setting_prefers_the_argument_then_the_profile_then_the_paper():
     assert experiments.setting("tuning_epochs", "paper", None, None) is None
 
 
+def test_quick_experiments_train_one_epoch_and_share_runs_between_notebooks():
+    # 1-epoch experiment runs keep the quick book to an afternoon; ci and paper use their recipes
+    assert experiments.setting("experiment_epochs", "quick", None, None) == 1
+    assert experiments.setting("experiment_epochs", "ci", None, None) is None
+    assert experiments.setting("experiment_epochs", "paper", None, None) is None
+    # the sweep's 4.1x points (notebook 06) are the ablation's runs (notebook 04): same settings
+    ablation = experiments.grid(
+        ["KD_IG"], [0], compression=4.1, profile="quick", teacher_outputs="online", epochs=1
+    )[0]
+    sweep_point = {**experiments.grid(["KD_IG"], [0], profile="quick", epochs=1)[0]}
+    sweep_point["compression"] = "4.1"
+    a = pipeline.student_settings(**{k: v for k, v in ablation.items()})
+    b = pipeline.student_settings(**{k: v for k, v in sweep_point.items()})
+    assert a == b and a["recipe"]["epochs"] == 1
+
+
 def test_grid_is_seed_major_and_rejects_no_methods():
     g = experiments.grid(["student", "KD"], range(2), compression=4.1)
     assert [(c["seed"], c["method"]) for c in g] == [
