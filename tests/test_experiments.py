@@ -53,10 +53,12 @@ def test_quick_experiments_train_one_epoch_and_share_runs_between_notebooks():
     ablation = experiments.grid(
         ["KD_IG"], [0], compression=4.1, profile="quick", teacher_outputs="online", epochs=1
     )[0]
-    sweep_point = {**experiments.grid(["KD_IG"], [0], profile="quick", epochs=1)[0]}
-    sweep_point["compression"] = "4.1"
-    a = pipeline.student_settings(**{k: v for k, v in ablation.items()})
-    b = pipeline.student_settings(**{k: v for k, v in sweep_point.items()})
+    sweep_point = {
+        **experiments.grid(["KD_IG"], [0], profile="quick", epochs=1)[0],
+        "compression": "4.1",
+    }
+    a = pipeline.student_settings(**ablation)
+    b = pipeline.student_settings(**sweep_point)
     assert a == b and a["recipe"]["epochs"] == 1
 
 
