@@ -32,6 +32,15 @@ def setting(kind: str, profile: str | None, value: object, default: object) -> o
     return profiles.get(profile).experiments.get(kind, default)
 
 
+def epochs_for(profile: str | None, epochs: int | None) -> tuple[int | None, str]:
+    """Epochs per experiment run (04-06) and the phrase the notebooks print: `epochs` if given, else
+    the profile's `experiment_epochs`; None means the student recipe's own epochs."""
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"epochs={epochs!r}; use a positive integer or None (the profile's)")
+    epochs = setting("experiment_epochs", profile, epochs, None)
+    return epochs, (f"{epochs} epoch(s) per run" if epochs else "the student recipe's epochs")
+
+
 def grid(methods: Sequence[str], seeds: Iterable[int], **common: object) -> list[dict]:
     """Keyword arguments of `pipeline.student_run` for every (seed, method), seed-major so that a
     sweep cut short still has every method at the first seeds."""

@@ -46,9 +46,12 @@ def test_setting_prefers_the_argument_then_the_profile_then_the_paper():
 
 def test_quick_experiments_train_one_epoch_and_share_runs_between_notebooks():
     # 1-epoch experiment runs keep the quick book to an afternoon; ci and paper use their recipes
-    assert experiments.setting("experiment_epochs", "quick", None, None) == 1
-    assert experiments.setting("experiment_epochs", "ci", None, None) is None
-    assert experiments.setting("experiment_epochs", "paper", None, None) is None
+    assert experiments.epochs_for("quick", None) == (1, "1 epoch(s) per run")
+    assert experiments.epochs_for("quick", 3) == (3, "3 epoch(s) per run")
+    assert experiments.epochs_for("ci", None) == (None, "the student recipe's epochs")
+    assert experiments.epochs_for("paper", None)[0] is None
+    with pytest.raises(ConfigError, match="epochs=0"):
+        experiments.epochs_for("quick", 0)
     # the sweep's 4.1x points (notebook 06) are the ablation's runs (notebook 04): same settings
     ablation = experiments.grid(
         ["KD_IG"], [0], compression=4.1, profile="quick", teacher_outputs="online", epochs=1
