@@ -314,7 +314,8 @@ def fit(
 
     All randomness of epoch e (shuffling, crops, flips, dropout) is drawn from seed (seed, e), so a
     run resumed from its epoch-e checkpoint continues exactly as if it had never stopped.
-    Returns metrics: final and best test (and validation) accuracy (%), epochs, seconds, precision.
+    Returns metrics: final and best test (and validation) accuracy (%), epochs, seconds, precision,
+    and the final epoch's per-class test accuracy when this call trained that epoch.
     """
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(recipe.precision, device)
@@ -339,6 +340,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         start_epoch, elapsed = state["epoch"], state["seconds"]
         history = list(run.history)
+    last_test: Evaluation | None = None  # the last epoch's, when this call trained it
 
     with cpu_bf16_exceptions(model, precision, device):
         for epoch in range(start_epoch, recipe.epochs):
@@ -390,9 +392,10 @@ def fit(
             }
             for name, ds in (("val", val), ("test", test)):
                 if ds is not None:
-                    row[f"{name}_accuracy"] = evaluate(
-                        model, ds, recipe.normalized, device=device
-                    ).accuracy
+                    result = evaluate(model, ds, recipe.normalized, device=device)
+                    row[f"{name}_accuracy"] = result.accuracy
+                    if name == "test":
+                        last_test = result
             if progress:
                 shown = {k: round(v, 4) for k, v in row.items() if k != "epoch"}
                 tqdm.write(f"epoch {epoch + 1}/{recipe.epochs} {shown}")
@@ -409,7 +412,10 @@ def fit(
                         "scaler": scaler.state_dict(),
                     }
                 )
-    return _summary(history, elapsed, precision)
+    out = _summary(history, elapsed, precision)
+    if last_test is not None:  # callers need not evaluate the final model again
+        out["per_class_test_accuracy"] = last_test.per_class
+    return out
 
 
 def _summary(history: list[dict], seconds: float, precision: str) -> dict:

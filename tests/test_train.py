@@ -46,6 +46,21 @@ def test_fit_learns_and_reports_final_and_best():
     assert m["best_test_accuracy"] >= m["final_test_accuracy"]
 
 
+def test_fit_reports_the_final_models_per_class_accuracy(tmp_path):
+    # the pipeline stores fit's last evaluation instead of evaluating the final model a second time
+    tr, te = data.load_synthetic("train", 128), data.load_synthetic("test", 100)
+    r = train.Recipe(epochs=1, batch_size=64, optimizer="adam", lr=2e-3)
+    net = models.student(1122)
+    run = runs.Run("student", {}, tmp_path / "run")
+    run.path.mkdir()
+    m = train.fit(net, tr, r, seed=0, test=te, run=run, progress=False)
+    assert m["per_class_test_accuracy"] == train.evaluate(net, te).per_class
+    # resumed after its last epoch, fit trains nothing and leaves the evaluation to its caller
+    resumed = train.fit(models.student(1122), tr, r, seed=0, test=te, run=run, progress=False)
+    assert "per_class_test_accuracy" not in resumed
+    assert resumed["final_test_accuracy"] == m["final_test_accuracy"]
+
+
 def test_teacher_run_is_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("IGKD_RUNS", str(tmp_path))
     monkeypatch.setenv("IGKD_DATA", str(tmp_path / "no-data"))
