@@ -61,7 +61,6 @@ def teacher_run(
         run.save_torch("model.pt", model.state_dict())
         return {
             **metrics,
-            "per_class_test_accuracy": _per_class(metrics, model, test_ds),
             "data": train_ds.source,
             "train_images": len(train_ds),
             "test_images": len(test_ds),
@@ -285,7 +284,6 @@ def student_run(
             "compression": row.label,
             "compression_ratio": row.ratio,
             "parameters": row.parameters,
-            "per_class_test_accuracy": _per_class(metrics, student, test_ds),
             "data": train_ds.source,
             "train_images": len(train_ds),
             "test_images": len(test_ds),
@@ -366,14 +364,6 @@ def student_settings(
     if train_fraction < 1 or val_fraction > 0:  # the seed of the draws that make the splits
         out["split_seed"] = split_seed if split_seed is not None else seed
     return out
-
-
-def _per_class(metrics: dict, model: nn.Module, test_ds: data.Dataset) -> dict[str, float]:
-    """The final epoch's per-class test accuracy: fit's, else (a run resumed after its last epoch)
-    evaluated now."""
-    if "per_class_test_accuracy" in metrics:
-        return metrics["per_class_test_accuracy"]
-    return train.evaluate(model, test_ds).per_class
 
 
 def _is_int(x: object) -> bool:

@@ -315,7 +315,7 @@ def fit(
     All randomness of epoch e (shuffling, crops, flips, dropout) is drawn from seed (seed, e), so a
     run resumed from its epoch-e checkpoint continues exactly as if it had never stopped.
     Returns metrics: final and best test (and validation) accuracy (%), epochs, seconds, precision,
-    and the final epoch's per-class test accuracy when this call trained that epoch.
+    and with `test` the final model's per-class test accuracy.
     """
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(recipe.precision, device)
@@ -340,7 +340,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         start_epoch, elapsed = state["epoch"], state["seconds"]
         history = list(run.history)
-    last_test: Evaluation | None = None  # the last epoch's, when this call trained it
+    last_test: Evaluation | None = None
 
     with cpu_bf16_exceptions(model, precision, device):
         for epoch in range(start_epoch, recipe.epochs):
@@ -413,7 +413,9 @@ def fit(
                     }
                 )
     out = _summary(history, elapsed, precision)
-    if last_test is not None:  # callers need not evaluate the final model again
+    if test is not None:  # the last epoch's evaluation; callers need not evaluate the model again
+        if last_test is None:  # resumed after its last epoch: nothing was evaluated in this call
+            last_test = evaluate(model, test, recipe.normalized, device=device)
         out["per_class_test_accuracy"] = last_test.per_class
     return out
 
