@@ -15,11 +15,15 @@ from igkd import models, paper, profiles, stats
 from igkd.errors import ConfigError
 
 
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r}; use a positive integer or None (the profile's)")
+
+
 def runs_for(kind: str, profile: str | None, runs: int | None) -> int:
     """`runs` if given, else the profile's count for `kind` (ablation_runs, monte_carlo_runs, ...)."""
     if runs is not None:
-        if not isinstance(runs, int) or runs < 1:
-            raise ConfigError(f"runs={runs!r}; use a positive integer or None (the profile's)")
+        _check_count("runs", runs)
         return runs
     return profiles.get(profile).experiments[kind]
 
@@ -35,8 +39,8 @@ def setting(kind: str, profile: str | None, value: object, default: object) -> o
 def epochs_for(profile: str | None, epochs: int | None) -> tuple[int | None, str]:
     """Epochs per experiment run (04-06) and the phrase the notebooks print: `epochs` if given, else
     the profile's `experiment_epochs`; None means the student recipe's own epochs."""
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"epochs={epochs!r}; use a positive integer or None (the profile's)")
+    if epochs is not None:
+        _check_count("epochs", epochs)
     epochs = setting("experiment_epochs", profile, epochs, None)
     return epochs, (f"{epochs} epoch(s) per run" if epochs else "the student recipe's epochs")
 
