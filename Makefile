@@ -16,8 +16,8 @@ test:  ## unit tests, then every notebook executed by nbval in the ci profile
 lint:
 	pre-commit run --all-files
 
-reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=...)
-	$(PYTHON) -m igkd.book execute --profile $(PROFILE)
+reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=..., RESUME=1)
+	$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume)
 
 book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or notebook error fails
 	$(PYTHON) -m igkd.book prepare

@@ -99,14 +99,18 @@ def execute(
     book_dir: Path = BOOK_DIR,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     data_root: str | Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """Execute every notebook with papermill into `<book_dir>/executed/` in one profile.
 
     Each gets `profile` as an injected parameter and runs with the notebooks folder as its
     working directory, in a kernel that inherits this process's environment (IGKD_RUNS, so the
     runs it makes land in the same cache the summary reads). Previously executed notebooks are
-    removed first: a book is one profile's. Stops at the first notebook that fails (papermill
-    writes the failed notebook, with its error, into executed/). Returns the build info.
+    removed first: a book is one profile's. With `resume`, an executed notebook is kept instead
+    when it finished without error in this profile from the same cells as its source (so a
+    killed `make book` continues where it stopped; an edited notebook runs again). Stops at the
+    first notebook that fails (papermill writes the failed notebook, with its error, into
+    executed/). Returns the build info.
     """
     import papermill
 
@@ -115,8 +119,10 @@ def execute(
     prof = profiles.get(profile)
     out = Path(book_dir) / "executed"
     out.mkdir(parents=True, exist_ok=True)
+    kept = {nb.name: _reusable(out / nb.name, nb, prof.name) for nb in notebooks(notebooks_dir)}
     for old in [*out.glob("*.ipynb"), out / INFO_FILE]:
-        old.unlink(missing_ok=True)
+        if not (resume and kept.get(old.name)):
+            old.unlink(missing_ok=True)
     test = data.load("cifar10", "test", data_root, synthetic_fallback=prof.synthetic_fallback)
     info: dict = {
         "profile": prof.name,
@@ -128,6 +134,10 @@ def execute(
         "notebooks": {},
     }
     for nb in notebooks(Path(notebooks_dir)):
+        if resume and kept[nb.name]:
+            info["notebooks"][nb.name] = kept[nb.name]
+            print(f"kept {nb.name} ({prof.name}, executed {kept[nb.name]['finished']})", flush=True)
+            continue
         print(f"executing {nb.name} ({prof.name})", flush=True)
         started = time.perf_counter()
         papermill.execute_notebook(
@@ -147,6 +157,35 @@ def execute(
 
 
 # --- prepare ---------------------------------------------------------------------------------------
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [
+        (c.cell_type, c.source)
+        for c in nb.cells
+        if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+
+
+def _reusable(executed: Path, source: Path, profile: str) -> dict | None:
+    """{"seconds", "finished"} of `executed` if it can stand for executing `source` in `profile`
+    now (finished without error, that profile injected, the same cells), else None."""
+    import nbformat
+
+    try:
+        done, src = nbformat.read(executed, as_version=4), nbformat.read(source, as_version=4)
+    except (OSError, ValueError):  # missing or unreadable: execute it
+        return None
+    pm = done.metadata.get("papermill", {})
+    if (
+        pm.get("parameters", {}).get("profile") != profile
+        or not pm.get("end_time")
+        or pm.get("duration") is None
+        or _error_of(done)
+        or _cells(done) != _cells(src)
+    ):
+        return None
+    return {"seconds": round(pm["duration"], 1), "finished": pm["end_time"][:19] + "+00:00"}
 
 
 def _note(info: dict, name: str, nb) -> str:
@@ -452,10 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", default=None, help="ci | quick | paper | auto ($IGKD_PROFILE)")
     parser.add_argument("--book", type=Path, default=BOOK_DIR, help="the book folder")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep executed notebooks that finished in this profile from unchanged cells",
+    )
     args = parser.parse_args(argv)
     try:
         if args.step in ("execute", "all"):
-            execute(args.profile, args.book)
+            execute(args.profile, args.book, resume=args.resume)
         if args.step in ("prepare", "all"):
             prepare(args.book)
         if args.step in ("build", "all"):

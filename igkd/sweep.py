@@ -10,7 +10,9 @@ A sweep is a list of configs, each the keyword arguments of `pipeline.student_ru
 Where runs execute: on the cluster whose scheduler is at $IGKD_SCHEDULER (e.g. tcp://host:8786,
 workers started with `dask worker tcp://host:8786 --nthreads 1` and the same IGKD_RUNS and
 IGKD_DATA, on a shared filesystem), else on a local cluster that `run_many` starts and stops: one
-worker process per GPU, or one worker process on a CPU box whose torch uses all cores.
+worker process per GPU, or on a CPU box one worker process whose torch uses all cores, or
+$IGKD_WORKERS processes sharing the cores (many small runs: 2 one-thread workers trained 1.4x more
+images/s than one two-thread worker on a 2-core CPU).
 
 Every run goes through the run cache: finished runs are reused, a killed sweep started again does
 only what is missing (a run cut off mid-training resumes from its last epoch), and two workers
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IGKD_SCHEDULER"
+WORKERS_ENV = "IGKD_WORKERS"
 _RUN_ARGS = inspect.signature(pipeline.student_run).parameters
 _SETTINGS_ARGS = inspect.signature(pipeline.student_settings).parameters
 
@@ -57,7 +60,8 @@ def local_cluster(
     timeout: float = 300,
 ) -> SpecCluster:
     """A Dask cluster on this machine for runs: one worker process per GPU, each seeing only its
-    own GPU (CUDA_VISIBLE_DEVICES), or `n_workers` (default 1) CPU worker processes.
+    own GPU (CUDA_VISIBLE_DEVICES), or `n_workers` (default $IGKD_WORKERS, else 1) CPU worker
+    processes.
 
     Each worker runs one task at a time (a run uses its device fully). `torch_threads` is each
     worker's torch thread count: default $OMP_NUM_THREADS, else the cores shared among the workers
@@ -69,6 +73,8 @@ def local_cluster(
     from distributed import LocalCluster
 
     gpus = torch.cuda.device_count() if gpus is None else gpus
+    if n_workers is None and os.environ.get(WORKERS_ENV):
+        n_workers = _positive_int(os.environ[WORKERS_ENV], WORKERS_ENV)
     n = n_workers if n_workers is not None else max(gpus, 1)
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"n_workers={n_workers!r}; use a positive integer or None")
@@ -103,6 +109,18 @@ def local_cluster(
             cluster.close()
             raise
     return cluster
+
+
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{name}={text!r}; use a positive integer (worker processes), or unset it"
+        )
+    return value
 
 
 @contextmanager

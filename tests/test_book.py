@@ -315,3 +315,37 @@ def test_browser_check_finds_missing_images_and_tracebacks(tmp_path):
     assert issues[2] == "bad.html: no banner with the profile, data and machine"
     assert issues[3].startswith("bad.html: JavaScript error ReferenceError: undefinedFunction")
     assert len(issues) == 4
+
+
+def _tiny_notebook(path, body: str) -> None:
+    params = nbformat.v4.new_code_cell('profile = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+def test_execute_resume_keeps_finished_notebooks_and_reruns_edited_ones(tmp_path):
+    """A killed `make book` continues: finished notebooks stay, an edited or failed one runs again."""
+    nbs, out, log = tmp_path / "notebooks", tmp_path / "book", tmp_path / "ran.txt"
+    nbs.mkdir()
+    for name in ("01_a", "02_b"):
+        _tiny_notebook(nbs / f"{name}.ipynb", f"open({str(log)!r}, 'a').write('{name} ' + profile)")
+    book.execute("ci", out, nbs)
+    assert log.read_text() == "01_a ci02_b ci"
+
+    _tiny_notebook(nbs / "02_b.ipynb", f"open({str(log)!r}, 'a').write(' 02_b edited')")
+    info = book.execute("ci", out, nbs, resume=True)
+    assert log.read_text() == "01_a ci02_b ci 02_b edited"  # 01_a kept, 02_b ran again
+    assert set(info["notebooks"]) == {"01_a.ipynb", "02_b.ipynb"}
+    assert info["notebooks"]["01_a.ipynb"]["seconds"] > 0
+
+    executed = out / "executed" / "01_a.ipynb"
+    assert book._reusable(executed, nbs / "01_a.ipynb", "ci") is not None
+    assert book._reusable(executed, nbs / "01_a.ipynb", "quick") is None  # another profile
+    book.execute("ci", out, nbs)  # without resume everything runs again
+    assert log.read_text().endswith(" 02_b edited01_a ci 02_b edited")

@@ -316,3 +316,20 @@ def test_local_cluster_gives_each_gpu_worker_its_device_and_threads(monkeypatch)
         assert sorted(env.values()) == [("0", 2), ("1", 2)]
         assert set(client.nthreads().values()) == {1}  # one run at a time per worker
     assert os.environ["OMP_NUM_THREADS"] == "2"  # Nanny's pre-spawn value here is ours too
+
+
+def test_igkd_workers_sets_the_local_clusters_cpu_workers(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # so that the unset below is undone afterwards
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("IGKD_WORKERS", "2")
+    with (
+        sweep.local_cluster(gpus=0) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        threads = client.run(torch.get_num_threads)
+        assert len(threads) == 2  # two processes sharing the cores between them
+        assert set(threads.values()) == {max(1, sweep._cores() // 2)}
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("IGKD_WORKERS", bad)
+        with pytest.raises(ConfigError, match=f"IGKD_WORKERS='{bad}'"):
+            sweep.local_cluster(gpus=0)
