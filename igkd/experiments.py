@@ -45,6 +45,21 @@ def epochs_for(profile: str | None, epochs: int | None) -> tuple[int | None, str
     return epochs, (f"{epochs} epoch(s) per run" if epochs else "the student recipe's epochs")
 
 
+def data_share(profile: str | None, share: float | None) -> float:
+    """The share of the training set each experiment run trains on: `share` if given, else the
+    profile's `experiment_data_share` (quick: 0.2), else 1 (all of it)."""
+    share = setting("experiment_data_share", profile, share, 1.0)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ConfigError(f"data_share={share!r}; use a fraction in (0, 1] or None (the profile's)")
+    return float(share)
+
+
+def subset(share: float, split_seed: int = 0) -> dict:
+    """`pipeline.student_run` settings that train on `share` of the training set, the same
+    stratified draw (`split_seed`) for every run; {} for all of it, which keeps the runs' hashes."""
+    return {} if share >= 1 else {"train_fraction": share, "split_seed": split_seed}
+
+
 def grid(methods: Sequence[str], seeds: Iterable[int], **common: object) -> list[dict]:
     """Keyword arguments of `pipeline.student_run` for every (seed, method), seed-major so that a
     sweep cut short still has every method at the first seeds."""

@@ -31,7 +31,8 @@ class Profile:
     # ablation_runs (seeds per method), monte_carlo_runs (Train80Rand draws per method),
     # sweep_runs (seeds per method and compression), tuning_trials (Optuna trials); the ci profile
     # also narrows the sweep (sweep_compressions, sweep_methods; absent = the paper's grid), and
-    # experiment_epochs / tuning_epochs (absent = the student recipe's) shorten the runs of 04-06 / 09.
+    # experiment_epochs / tuning_epochs (absent = the student recipe's) shorten the runs of 04-06 / 09
+    # and experiment_data_share (absent = 1) trains them on that share of the training set.
     experiments: dict = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: object) -> Profile:
@@ -113,12 +114,15 @@ PROFILES: dict[str, Profile] = {
             schedule="warmup_cosine",
             warmup=0.05,
         ),
-        # The experiments' runs are 1-epoch students (~4 min each on the reference CPU, 50,000
-        # images; 3 epochs took ~12 min), so that the whole quick book (teacher 27 min, IG maps
-        # 17 min, notebook 03's 3-epoch student 12 min, then 12 + 6 + 4 + 4 experiment runs) fits
-        # in about 2.5 hours instead of 5: the ablation to the four methods that separate KD from
-        # IG (3 seeds: 12 runs, ~50 min), the Monte Carlo to student vs KD_IG (3 draws), the sweep
-        # to three sizes (4.1x is the ablation's), tuning to 4 one-epoch trials.
+        # The experiments' runs are 1-epoch students on a fixed stratified 20 % of the training
+        # set (10,000 images; the Monte Carlo draws 80 % of that per run, tuning holds out 10 %
+        # first): ~3 min each on one core of a 2-core AVX512 CPU, two at a time (IGKD_WORKERS=2).
+        # On all 50,000 images a 1-epoch run took ~4 min on the reference CPU but ~14 min on one
+        # core of a slower 2-core CPU, which put the quick book (teacher, IG maps, notebook 03's
+        # 3-epoch student, then 12 + 6 + 4 + 4 experiment runs) past 5 hours there. The grids are
+        # narrowed too: the ablation to the four methods that separate KD from IG (3 seeds), the
+        # Monte Carlo to student vs KD_IG (3 draws), the sweep to three sizes (4.1x is the
+        # ablation's), tuning to 4 one-epoch trials.
         experiments=dict(
             ablation_runs=3,
             ablation_methods=["student", "KD", "IG", "KD_IG"],
@@ -128,6 +132,7 @@ PROFILES: dict[str, Profile] = {
             sweep_compressions=["4.1", "29", "1122"],
             sweep_methods=["student", "KD_IG"],
             experiment_epochs=1,
+            experiment_data_share=0.2,
             tuning_trials=4,
             tuning_epochs=1,
         ),

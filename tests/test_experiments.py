@@ -53,16 +53,36 @@ def test_quick_experiments_train_one_epoch_and_share_runs_between_notebooks():
     with pytest.raises(ConfigError, match="epochs=0"):
         experiments.epochs_for("quick", 0)
     # the sweep's 4.1x points (notebook 06) are the ablation's runs (notebook 04): same settings
+    share = experiments.subset(experiments.data_share("quick", None))
     ablation = experiments.grid(
-        ["KD_IG"], [0], compression=4.1, profile="quick", teacher_outputs="online", epochs=1
+        ["KD_IG"],
+        [0],
+        compression=4.1,
+        profile="quick",
+        teacher_outputs="online",
+        epochs=1,
+        **share,
     )[0]
     sweep_point = {
-        **experiments.grid(["KD_IG"], [0], profile="quick", epochs=1)[0],
+        **experiments.grid(["KD_IG"], [0], profile="quick", epochs=1, **share)[0],
         "compression": "4.1",
     }
     a = pipeline.student_settings(**ablation)
     b = pipeline.student_settings(**sweep_point)
     assert a == b and a["recipe"]["epochs"] == 1
+    assert a["train_fraction"] == 0.2 and a["split_seed"] == 0  # one subset for every seed
+
+
+def test_data_share_narrows_only_the_quick_experiments():
+    assert experiments.data_share("quick", None) == 0.2
+    assert experiments.data_share("quick", 1) == 1.0
+    assert experiments.data_share("ci", None) == experiments.data_share("paper", None) == 1.0
+    # all of the training set adds no settings, so runs made before data_share keep their hashes
+    assert experiments.subset(1.0) == {}
+    assert experiments.subset(0.2, split_seed=3) == {"train_fraction": 0.2, "split_seed": 3}
+    for bad in (0, 1.5, "0.2", True):
+        with pytest.raises(ConfigError, match="data_share="):
+            experiments.data_share("quick", bad)
 
 
 def test_grid_is_seed_major_and_rejects_no_methods():
