@@ -7,10 +7,12 @@ the run cache (`IGKD_RUNS`) or from a result file a notebook wrote with `save_re
 Which runs count, for a profile:
 - only runs made in that profile and evaluated on that profile's test set (same data fingerprint);
 - the teacher: runs with the profile's teacher recipe;
-- students: the paper's method presets, the profile's student recipe, the default fixes
-  (online teacher outputs, IG map aligned with its image); runs with other settings are left out;
-- the ablation and the sweep: students trained on the whole training set of the profile; the
-  Monte Carlo: students trained on a random 80 % of it (Train80Rand: 78-82 % of the images).
+- students: the paper's method presets, the profile's experiment recipe (its student recipe
+  with the experiments' epochs, `experiment_epochs`), the default fixes (online teacher outputs,
+  IG map aligned with its image); runs with other settings are left out;
+- the ablation and the sweep: students trained on the experiments' share of the profile's
+  training set (`experiment_data_share`, all of it unless the profile narrows it); the Monte
+  Carlo: students trained on a random 80 % of that share (Train80Rand: 78-82 %).
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ class ProfileRuns:
     profile: str
     data: str  # the test data's name, e.g. "CIFAR-10 (JPEG q75 copy)"
     train_images: int  # the profile's whole training set
+    share: float  # the share of it the experiments train on (experiment_data_share)
+    epochs: int  # epochs of the experiment runs
     teachers: list[dict]  # metrics of teacher runs with the profile's recipe
     students: list[dict]  # metrics of student runs with preset settings and the default fixes
     other_students: int  # student runs of the profile left out (other settings)
@@ -163,7 +167,10 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
     prof = profiles.get(profile)
     train_ds, test_ds = pipeline.datasets(prof, data_root)
     teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
-    student_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.student_recipe)))
+    epochs = prof.experiments.get("experiment_epochs") or prof.student_recipe.get("epochs", 1)
+    recipe = train.Recipe(**{**prof.student_recipe, "epochs": epochs})
+    student_recipe = _plain(dataclasses.asdict(recipe))
+    share = float(prof.experiments.get("experiment_data_share", 1.0))
 
     def mine(run: runs.Run) -> dict | None:
         m = run.metrics
@@ -193,7 +200,9 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
             students.append(m)
         else:
             other += 1
-    return ProfileRuns(prof.name, test_ds.source, len(train_ds), teachers, students, other)
+    return ProfileRuns(
+        prof.name, test_ds.source, len(train_ds), share, epochs, teachers, students, other
+    )
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -222,14 +231,15 @@ def _row(section: str, what: str, paper_text: str, ours: list[float], paper_mean
 
 def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> list[float]:
     """Final-epoch test accuracies (the paper's number) of the students of `method` at
-    `compression` trained on a share in [lo, hi] = `fraction` of the profile's training set."""
-    lo, hi = fraction
+    `compression` trained on a share in [lo, hi] = `fraction` of the experiments' share of the
+    profile's training set."""
+    lo, hi = (f * found.share for f in fraction)
     return [
         m["final_test_accuracy"]
         for m in found.students
         if m["method"] == method
         and m["compression"] == compression
-        and lo <= m["train_images"] / found.train_images <= hi
+        and lo - 1e-3 <= m["train_images"] / found.train_images <= hi + 1e-3
     ]
 
 
@@ -312,7 +322,13 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
             row["ours"] = f"{latency[model]:.4g}"
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.attrs.update(profile=found.profile, data=found.data, other_students=found.other_students)
+    table.attrs.update(
+        profile=found.profile,
+        data=found.data,
+        other_students=found.other_students,
+        students=f"{found.epochs} epoch(s) on "
+        + (f"{found.share:.0%} of the training set" if found.share < 1 else "all training images"),
+    )
     return table
 
 
@@ -348,8 +364,9 @@ def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
         "last epoch, as the paper reports them; *ours* is the mean ± sample sd over *runs*, "
         "*difference* our mean minus the paper's mean, in percentage points. Our runs use the "
         f"profile's data and training length (here **{table.attrs['profile']}**, on "
-        f"**{table.attrs['data']}**), so they are comparable with the paper only in the `paper` "
-        "profile on the original CIFAR-10.",
+        f"**{table.attrs['data']}**; students: {table.attrs.get('students', 'the profile recipe')}),"
+        " so they are comparable with the paper only in the `paper` profile on the original "
+        "CIFAR-10.",
         "",
     ]
     if table.attrs.get("other_students"):

@@ -168,6 +168,31 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
     assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
 
 
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_summary_counts_the_experiment_runs_of_a_profile_that_narrows_them(ci_cache, monkeypatch):
+    # as the quick profile: experiment runs of 1 epoch (recipe: 3) on a share of the training set
+    ci = profiles.PROFILES["ci"]
+    experiments = {**ci.experiments, "experiment_epochs": 1, "experiment_data_share": 0.5}
+    student_recipe = {**ci.student_recipe, "epochs": 3}
+    narrowed = ci.replace(student_recipe=student_recipe, experiments=experiments)
+    monkeypatch.setitem(profiles.PROFILES, "ci", narrowed)
+    n = len(pipeline.datasets(narrowed)[0])
+    _student("KD", 0, 40.0, n // 2, epochs=1, train_fraction=0.5, split_seed=0)  # the ablation's
+    _student("KD", 1, 44.0, n // 2, epochs=1, train_fraction=0.5, split_seed=0)
+    _student("KD", 2, 30.0, int(0.4 * n), epochs=1, train_fraction=0.4)  # the Monte Carlo's
+    _student("KD", 3, 99.0, n)  # notebook 03's: the recipe's 3 epochs on all images, not counted
+    _student("KD", 4, 99.0, n, epochs=1)  # 1 epoch but all images: neither ablation nor MC
+
+    table = report.summary_table("ci").set_index(["section", "what"])
+    ablation = table.loc["The eight methods at 4.1x (ten runs each in the paper)"]
+    assert ablation.loc["KD", "ours"] == "42.00 ± 2.83" and ablation.loc["KD", "runs"] == 2
+    mc = table.loc["Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"]
+    assert mc.loc["KD", "ours"] == "30.00"
+    assert table.attrs["other_students"] == 1  # the 3-epoch run
+    page = report.summary_markdown(report.summary_table("ci"))
+    assert "students: 1 epoch(s) on 50% of the training set" in page
+
+
 def test_latency_records_from_both_deployment_tables():
     lat = pd.DataFrame(
         {"b1 median (ms)": [9.0, 3.0], "b1 IQR (ms)": [1.0, 1.0], "b64 median (ms)": [90.0, None]},
