@@ -119,9 +119,12 @@ def execute(
     prof = profiles.get(profile)
     out = Path(book_dir) / "executed"
     out.mkdir(parents=True, exist_ok=True)
-    kept = {nb.name: _reusable(out / nb.name, nb, prof.name) for nb in notebooks(notebooks_dir)}
+    kept = {}  # notebook name -> {"seconds", "finished"} of its execution kept by `resume`
+    for nb in notebooks(notebooks_dir) if resume else []:
+        if done := _reusable(out / nb.name, nb, prof.name):
+            kept[nb.name] = done
     for old in [*out.glob("*.ipynb"), out / INFO_FILE]:
-        if not (resume and kept.get(old.name)):
+        if old.name not in kept:
             old.unlink(missing_ok=True)
     test = data.load("cifar10", "test", data_root, synthetic_fallback=prof.synthetic_fallback)
     info: dict = {
@@ -134,7 +137,7 @@ def execute(
         "notebooks": {},
     }
     for nb in notebooks(Path(notebooks_dir)):
-        if resume and kept[nb.name]:
+        if nb.name in kept:
             info["notebooks"][nb.name] = kept[nb.name]
             print(f"kept {nb.name} ({prof.name}, executed {kept[nb.name]['finished']})", flush=True)
             continue

@@ -167,10 +167,14 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
     prof = profiles.get(profile)
     train_ds, test_ds = pipeline.datasets(prof, data_root)
     teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
-    epochs = prof.experiments.get("experiment_epochs") or prof.student_recipe.get("epochs", 1)
-    recipe = train.Recipe(**{**prof.student_recipe, "epochs": epochs})
+    from igkd import experiments  # the notebooks' own reading of the profile's experiments
+
+    recipe = train.Recipe(**prof.student_recipe)
+    recipe = dataclasses.replace(
+        recipe, epochs=experiments.epochs_for(prof.name, None)[0] or recipe.epochs
+    )
     student_recipe = _plain(dataclasses.asdict(recipe))
-    share = float(prof.experiments.get("experiment_data_share", 1.0))
+    epochs, share = recipe.epochs, experiments.data_share(prof.name, None)
 
     def mine(run: runs.Run) -> dict | None:
         m = run.metrics
