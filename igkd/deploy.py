@@ -606,6 +606,11 @@ def deployment_table(
 # --- what the deployment notebook compares -------------------------------------------------------
 
 
+def _training_images_seen(metrics: dict) -> int:
+    """Epochs x training images of a student run (0 where its metrics do not say)."""
+    return int(metrics.get("epochs") or 0) * int(metrics.get("train_images") or 0)
+
+
 def student_for_deployment(
     profile: str | None = None,
     compression: str = "4.1",
@@ -617,7 +622,8 @@ def student_for_deployment(
     """A trained student at `compression` and where it came from, for deployment comparisons.
 
     quick / paper: a finished student run of the profile from the run cache (`prefer_method`
-    first, then the newest), else the published `prefer_method` checkpoint (4.1x only; downloaded
+    first, then the most trained: epochs x training images, so notebook 03's student beats the
+    short experiment runs; then the newest), else the published `prefer_method` checkpoint (4.1x only; downloaded
     if missing). ci: the published checkpoint if it is on disk (a ci run trains too briefly to
     tell fp32 from int8 predictions apart), else the ci run of method `student` (trained now if
     missing). Returns (model in eval mode, description).
@@ -643,8 +649,8 @@ def student_for_deployment(
         if run.config["layers_removed"] == row.layers_removed
     ]
     if found:
-        # find_runs lists oldest first: a stable sort on "preferred" leaves the newest preferred last
-        _, run, metrics = sorted(found, key=lambda f: f[0])[-1]
+        # find_runs lists oldest first: a stable sort leaves the newest of equals last
+        _, run, metrics = sorted(found, key=lambda f: (f[0], _training_images_seen(f[2])))[-1]
         return load_run(run.path), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
     if row.label != "4.1":
         raise CheckpointError(

@@ -210,7 +210,9 @@ def finished_run(model: nn.Module, config: dict) -> runs.Run:
 
 
 def test_student_for_deployment_prefers_the_profile_s_kd_ig_run():
-    def fake(method: str, profile: str, layers_removed: int = 5) -> runs.Run:
+    def fake(
+        method: str, profile: str, layers_removed: int = 5, epochs: int = 1, images: int = 800
+    ) -> runs.Run:
         model = models.student(layers_removed=layers_removed)
 
         def compute(run: runs.Run) -> dict:
@@ -220,15 +222,22 @@ def test_student_for_deployment_prefers_the_profile_s_kd_ig_run():
                 "compression": "4.1",
                 "final_test_accuracy": 10.0,
                 "environment": {"profile": profile},
+                "epochs": epochs,
+                "train_images": images,
             }
 
-        config = {"model": "student", "layers_removed": layers_removed, "fake": method + profile}
+        config = {
+            "model": "student",
+            "layers_removed": layers_removed,
+            "fake": f"{method} {profile} {epochs} {images}",
+        }
         return runs.get_or_run("student", config, compute)
 
     fake("KD", "quick")
-    wanted = fake("KD_IG", "quick")
-    fake("KD_IG", "paper")
-    fake("KD", "quick")  # newer, but not the preferred method
+    wanted = fake("KD_IG", "quick", epochs=3, images=50_000)  # notebook 03's long run
+    fake("KD_IG", "quick", epochs=1, images=8_000)  # newer, but a short experiment run
+    fake("KD_IG", "paper", epochs=100, images=50_000)
+    fake("KD", "quick", epochs=100, images=50_000)  # newer and longer, but not the method
     model, source = deploy.student_for_deployment("quick")
     assert isinstance(model, models.Student) and model.layers_removed == 5
     assert source == f"run {wanted.path.name} (KD_IG, quick)"
