@@ -163,10 +163,12 @@ def execute(
 
 
 def _cells(nb) -> list[tuple[str, str]]:
+    """The notebook's own cells: without papermill's injected parameters and `prepare`'s note."""
+    added = {"injected-parameters", NOTE_TAG}
     return [
         (c.cell_type, c.source)
         for c in nb.cells
-        if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+        if not added & set(c.get("metadata", {}).get("tags", []))
     ]
 
 

@@ -354,6 +354,20 @@ def _tiny_notebook(path, body: str) -> None:
     nbformat.write(nb, path)
 
 
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_resume_after_a_finished_build_keeps_every_notebook(tmp_path, ci_cache):
+    """`prepare` adds a note to each executed notebook; resuming must still recognise them."""
+    nbs, out, log = tmp_path / "notebooks", tmp_path / "book", tmp_path / "ran.txt"
+    nbs.mkdir()
+    for name in ("00_a", "01_b"):
+        _tiny_notebook(nbs / f"{name}.ipynb", f"open({str(log)!r}, 'a').write('{name} ')")
+    book.execute("ci", out, nbs)
+    book.prepare(out)
+    info = book.execute("ci", out, nbs, resume=True)
+    assert log.read_text() == "00_a 01_b "  # nothing ran a second time
+    assert set(info["notebooks"]) == {"00_a.ipynb", "01_b.ipynb"}
+
+
 def test_execute_resume_keeps_finished_notebooks_and_reruns_edited_ones(tmp_path):
     """A killed `make book` continues: finished notebooks stay, an edited or failed one runs again."""
     nbs, out, log = tmp_path / "notebooks", tmp_path / "book", tmp_path / "ran.txt"
