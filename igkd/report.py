@@ -35,6 +35,7 @@ from igkd.errors import ConfigError
 NOT_RUN = "not run in this profile"
 RESULT_NAMES = ("imagenet", "latency")  # measurements that are not runs of the cache
 MONTE_CARLO_FRACTION = (0.78, 0.82)  # share of the training set used by a Train80Rand run
+FULL = (1.0, 1.0)  # the ablation and sweep runs train on all of the experiments' share
 SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM Table 13)
 MONTE_CARLO_METHODS = tuple(paper.MONTE_CARLO)
 SWEEP_SECTION = "Compression sweep (ESM Table 13)"
@@ -113,12 +114,18 @@ def latency_records(frame: pd.DataFrame) -> list[dict]:
 
 
 def imagenet_records(
-    result, run_metrics: Mapping[str, dict], profile: str | None = None, generated: bool = False
+    result,
+    run_metrics: Mapping[str, dict],
+    profile: str | None = None,
+    generated: bool = False,
+    data_root: str | Path | None = None,
 ) -> list[dict]:
     """`save_results("imagenet", ...)` records from `imagenet.evaluate`'s result: the teacher, and
-    per method the mean over this profile's 4.1x student runs (`run_metrics`: student name in
-    `result.students` -> its run's metrics). `generated` marks scores on generated images."""
-    prof = profiles.resolve(profile)
+    per method the mean over the 4.1x runs the summary's ablation rows count (preset settings, the
+    experiments' recipe and training share; not Monte Carlo draws, tuning trials or notebook 03's
+    longer run). `run_metrics`: student name in `result.students` -> its run's metrics with the
+    run's folder name under "run". `generated` marks scores on generated images."""
+    counted = {m["run"] for m in _students(collect(profile, data_root), None, "4.1", FULL)}
 
     def record(model: str, scores: list) -> dict:
         return {
@@ -133,7 +140,7 @@ def imagenet_records(
 
     by_method: dict[str, list] = {}
     for name, m in run_metrics.items():
-        if m.get("compression") == "4.1" and m.get("environment", {}).get("profile") == prof:
+        if m.get("run") in counted:
             by_method.setdefault(m["method"], []).append(result.students[name])
     return [record("teacher", [result.teacher])] + [record(k, v) for k, v in by_method.items()]
 
@@ -156,7 +163,7 @@ class ProfileRuns:
     share: float  # the share of it the experiments train on (experiment_data_share)
     epochs: int  # epochs of the experiment runs
     teachers: list[dict]  # metrics of teacher runs with the profile's recipe
-    students: list[dict]  # metrics of student runs with preset settings and the default fixes
+    students: list[dict]  # metrics (+ "run": folder name) of preset runs with the default fixes
     other_students: int  # student runs of the profile left out (other settings)
 
 
@@ -201,7 +208,7 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
             and s.get("overlay_order") in (None, "aligned")
         )
         if default:
-            students.append(m)
+            students.append({**m, "run": run.path.name})
         else:
             other += 1
     return ProfileRuns(
@@ -233,18 +240,22 @@ def _row(section: str, what: str, paper_text: str, ours: list[float], paper_mean
     }
 
 
-def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> list[float]:
-    """Final-epoch test accuracies (the paper's number) of the students of `method` at
-    `compression` trained on a share in [lo, hi] = `fraction` of the experiments' share of the
-    profile's training set."""
+def _students(found: ProfileRuns, method: str | None, compression: str, fraction) -> list[dict]:
+    """Metrics of the counted students of `method` (None: any) at `compression` trained on a share
+    in [lo, hi] = `fraction` of the experiments' share of the profile's training set."""
     lo, hi = (f * found.share for f in fraction)
     return [
-        m["final_test_accuracy"]
+        m
         for m in found.students
-        if m["method"] == method
+        if method in (None, m["method"])
         and m["compression"] == compression
         and lo - 1e-3 <= m["train_images"] / found.train_images <= hi + 1e-3
     ]
+
+
+def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> list[float]:
+    """Final-epoch test accuracies (the paper's number) of `_students`."""
+    return [m["final_test_accuracy"] for m in _students(found, method, compression, fraction)]
 
 
 def summary_table(profile: str | None = None, data_root: str | Path | None = None) -> pd.DataFrame:
@@ -256,7 +267,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     test accuracy in %, final epoch, as the paper reports them.
     """
     found = collect(profile, data_root)
-    full, mc = (1.0, 1.0), MONTE_CARLO_FRACTION
+    full, mc = FULL, MONTE_CARLO_FRACTION
     rows = []
 
     teacher = "Teacher (MobileNet-V2, 2,236,682 parameters)"
