@@ -624,9 +624,9 @@ def student_for_deployment(
     quick / paper: a finished student run of the profile from the run cache (`prefer_method`
     first, then the most trained: epochs x training images, so notebook 03's student beats the
     short experiment runs; then the newest), else the published `prefer_method` checkpoint (4.1x
-    only; downloaded if missing). ci: the published checkpoint if it is on disk (a ci run trains too briefly to
-    tell fp32 from int8 predictions apart), else the ci run of method `student` (trained now if
-    missing). Returns (model in eval mode, description).
+    only; downloaded if missing). ci: the published checkpoint if it is on disk (a ci run trains
+    too briefly to tell fp32 from int8 predictions apart), else the ci run of method `student`
+    (trained now if missing). Returns (model in eval mode, description).
     """
     from igkd import pipeline, profiles
 

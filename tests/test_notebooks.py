@@ -1,5 +1,6 @@
 """Cheap structural checks on every notebook; `pytest --nbval` executes them."""
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -29,8 +30,6 @@ def test_notebook_hygiene(path):
 def test_papermill_reads_every_parameter(path, caplog):
     # `papermill --help-notebook` and `-p` documentation come from this parse; a comment it cannot
     # read (an apostrophe opens a string for its tokenizer) silently drops the parameter.
-    import ast
-
     import papermill
 
     nb = nbformat.read(path, as_version=4)
