@@ -39,6 +39,26 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class Regime:
+    """A training regime of the CPU study (notebook 11): a student size, a stratified share of the
+    training set (split seed 0, the same images for every run) and an epoch count, with the
+    profile's student recipe otherwise."""
+
+    name: str
+    compression: str
+    data_share: float
+    epochs: int
+
+    def label(self) -> str:
+        return f"{self.compression}x, {self.epochs} epoch(s) on {self.data_share:.0%} of the data"
+
+    def settings(self) -> dict:
+        """`pipeline.student_run` keyword arguments (besides method and seed)."""
+        share = {} if self.data_share >= 1 else {"train_fraction": self.data_share, "split_seed": 0}
+        return {"compression": self.compression, "epochs": self.epochs, **share}
+
+
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
@@ -76,6 +96,12 @@ PROFILES: dict[str, Profile] = {
             sweep_compressions=["4.1", "140"],
             sweep_methods=["student", "KD_IG"],
             tuning_trials=3,
+            # The regime study (notebook 11) on the same tiny set: the 4.1x one reuses the
+            # ablation's runs, the 140x one the sweep's; only the code paths are under test.
+            regimes=(Regime("4.1x-1ep", "4.1", 1.0, 1), Regime("140x-1ep", "140", 1.0, 1)),
+            regime_runs=2,
+            regime_methods=["student", "KD_IG"],
+            regime_budget_hours=0.1,
         ),
     ),
     "quick": Profile(
@@ -135,6 +161,18 @@ PROFILES: dict[str, Profile] = {
             experiment_data_share=0.2,
             tuning_trials=4,
             tuning_epochs=1,
+            # The regime study (notebook 11): today's 1 epoch on 20 %, more epochs on the same
+            # 20 %, a small 5 % subset trained to convergence, and a much smaller student.
+            regimes=(
+                Regime("4.1x-20%-1ep", "4.1", 0.2, 1),
+                Regime("4.1x-20%-5ep", "4.1", 0.2, 5),
+                Regime("4.1x-5%-20ep", "4.1", 0.05, 20),
+                Regime("140x-20%-10ep", "140", 0.2, 10),
+            ),
+            regime_runs=3,
+            regime_methods=["student", "KD_IG"],
+            # Training CPU-hours the quick ablation (4 methods) may take within the ~4 h book.
+            regime_budget_hours=2.0,
         ),
     ),
     "paper": Profile(

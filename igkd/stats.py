@@ -159,3 +159,22 @@ def compare_all(
     reject, p_holm, _, _ = multipletests(table["p"], alpha=alpha, method="holm")
     table["p_holm"], table["reject"] = p_holm, reject
     return table
+
+
+def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.80) -> int:
+    """Paired seeds needed to detect a mean difference `effect` (pp) when the paired differences
+    scatter with standard deviation `sd` (pp): a two-sided one-sample t-test on the differences,
+    solved by statsmodels' TTestPower. At least 2 (a t-test needs two)."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (sd > 0 and effect > 0):
+        raise ConfigError(f"seeds_needed(sd={sd!r}, effect={effect!r}): both must be positive")
+    n = TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power)
+    return max(2, math.ceil(float(np.asarray(n).item())))
+
+
+def half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the `confidence` t-interval of a mean of `n` values with sd `sd`."""
+    if n < 2:
+        return math.inf
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))

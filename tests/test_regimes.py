@@ -1,0 +1,128 @@
+"""The regime study (notebook 11): scores, the power table and its generated conclusion, on
+hand-made run entries (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from igkd import profiles, regimes, stats
+from igkd.errors import ConfigError
+from igkd.profiles import Regime
+
+SMALL = Regime("small", "4.1", 0.05, 3)
+ONE = Regime("one", "4.1", 0.2, 1)
+
+
+def _entry(tmp_path, regime: Regime, method: str, seed: int, accs: list[float]) -> dict:
+    """A fake `sweep.run_many` entry with a history.csv of per-epoch test accuracies."""
+    folder = tmp_path / f"{regime.name}-{method}-{seed}"
+    folder.mkdir()
+    pd.DataFrame(
+        {"epoch": range(1, len(accs) + 1), "test_accuracy": accs, "seconds": [10.0] * len(accs)}
+    ).to_csv(folder / "history.csv", index=False)
+    return {
+        "method": method,
+        "run_path": str(folder),
+        "epochs": len(accs),
+        "train_images": 1000,
+        "train_seconds": 36.0 * len(accs),
+        "final_test_accuracy": accs[-1],
+        "environment": {"threads": 1},
+        "config": {"seed": seed, "profile": "quick", "method": method, **regime.settings()},
+    }
+
+
+def _study(tmp_path, gap: float, noise: list[float]) -> list[dict]:
+    out = []
+    for seed, n in enumerate(noise):
+        base = 50 + n
+        out.append(_entry(tmp_path, SMALL, "student", seed, [base - 5, base - 1, base]))
+        out.append(_entry(tmp_path, SMALL, "KD_IG", seed, [base - 4, base + gap - 1, base + gap + 0.2 * seed]))
+    return out
+
+
+def test_score_is_the_mean_of_the_last_epochs():
+    h = pd.DataFrame({"test_accuracy": [10.0, 20.0, 30.0]})
+    assert regimes.score(h) == 30.0
+    assert regimes.score(h, last=2) == 25.0
+    with pytest.raises(ConfigError, match="last=0"):
+        regimes.score(h, last=0)
+
+
+def test_power_table_pairs_seeds_and_counts_what_is_needed(tmp_path):
+    entries = _study(tmp_path, gap=2.0, noise=[0.0, 1.0, -1.0])
+    table = regimes.table(entries, [SMALL, ONE], budget_hours=1.0)
+    assert list(table.index) == ["small"]  # a regime without runs has no row
+    row = table.loc["small"]
+    assert row["difference (pp)"] == pytest.approx(2.2)
+    assert row["seeds"] == 3
+    assert row["CPU hours per run"] == pytest.approx(108 / 3600)
+    # 1 h over 4 methods at 0.03 h per run: 8 seeds
+    assert row["ablation seeds in budget"] == 8
+    assert "paired KD_IG - student" in row["sd_source"]
+
+
+def test_without_treatment_runs_the_sd_comes_from_the_student(tmp_path):
+    entries = [
+        _entry(tmp_path, SMALL, "student", s, [40.0, 50.0 + d]) for s, d in enumerate([0, 2, 4])
+    ]
+    row = regimes.table(entries, [SMALL]).loc["small"]
+    assert row["difference sd (pp)"] == pytest.approx(math.sqrt(2) * 2.0)
+    assert math.isnan(row["difference (pp)"])
+    assert "no pairs yet" in row["sd_source"]
+    assert row["seeds for 1 pp"] == stats.seeds_needed(math.sqrt(2) * 2.0, 1.0)
+
+
+def test_seeds_needed_grows_as_the_effect_shrinks():
+    assert stats.seeds_needed(1.0, 0.5) > stats.seeds_needed(1.0, 1.0) >= 2
+    with pytest.raises(ConfigError, match="sd=0"):
+        stats.seeds_needed(0, 1.0)
+
+
+def test_the_paper_row_reproduces_its_paired_test():
+    row = regimes.paper_row().loc["paper"]
+    assert row["difference (pp)"] == pytest.approx(0.834)
+    assert row["p (paired t)"] == pytest.approx(0.000109, rel=0.01)  # paper.md: t 6.522
+
+
+def test_the_conclusion_follows_the_numbers(tmp_path):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    tight = regimes.table(_study(a, 2.0, [0.0, 0.1, -0.1]), [SMALL], budget_hours=1.0)
+    loose = regimes.table(_study(b, 0.0, [0.0, 3.0, -3.0]), [SMALL], budget_hours=1.0)
+    text_t = regimes.conclusion(tight, profile="quick", data="d", budget_hours=1.0)
+    text_l = regimes.conclusion(loose, profile="quick", data="d", budget_hours=1.0)
+    assert text_t != text_l
+    assert "+2.2 pp" in text_t and "is reached" in text_t
+    assert "not reached" not in text_t
+    empty = regimes.conclusion(pd.DataFrame(), profile="quick", data="d", budget_hours=1.0)
+    assert "nothing can be said" in empty
+
+
+def test_regimes_of_the_profiles_are_valid_student_settings():
+    from igkd import pipeline
+
+    for name in ("ci", "quick"):
+        for r in regimes.regimes_for(name):
+            pipeline.student_settings(profile=name, method="student", **r.settings())
+    with pytest.raises(ConfigError, match="unknown regime"):
+        regimes.regimes_for("quick", ["nope"])
+    assert profiles.get("paper").experiments.get("regimes") is None
+    with pytest.raises(ConfigError, match="defines no regimes"):
+        regimes.regimes_for("paper")
+
+
+def test_students_at_chance_give_no_variance_and_say_so(tmp_path):
+    entries = []
+    for seed in range(2):
+        entries.append(_entry(tmp_path, SMALL, "student", seed, [10.0, 10.0, 10.0]))
+        entries.append(_entry(tmp_path, SMALL, "KD_IG", seed, [10.0, 10.0, 10.0]))
+    power = regimes.table(entries, [SMALL])
+    assert math.isnan(power.loc["small", "ablation half-width (pp)"])
+    text = regimes.conclusion(power, profile="ci", data="d", budget_hours=0.1)
+    assert "no regime has a usable variance estimate" in text and "scored the same" in text
