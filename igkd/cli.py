@@ -80,6 +80,88 @@ def _export(args: argparse.Namespace) -> None:
     print(f"input: {deploy.INPUT_SPACE}; output: (N, 10) logits")
 
 
+def _runs_export(args: argparse.Namespace) -> None:
+    from collections import Counter
+    from pathlib import Path
+
+    from igkd import archive
+
+    out = Path(args.out).expanduser()
+    manifest = archive.export_runs(
+        out,
+        profile=args.profile,
+        kinds=args.kinds,
+        models=not args.metrics_only,
+        ig=args.ig,
+        runs_dir=args.runs,
+        note=args.note,
+    )
+    counts = Counter(r["kind"] for r in manifest["runs"])
+    kinds = ", ".join(f"{k} {n}" for k, n in counts.items())
+    n = out.stat().st_size
+    size = f"{n / 2**20:.1f} MiB" if n >= 2**20 / 10 else f"{n / 2**10:.1f} KiB"
+    print(f"exported {len(manifest['runs'])} runs ({kinds}) to {out}, {size}")
+
+
+def _runs_import(args: argparse.Namespace) -> None:
+    from igkd import archive
+
+    r = archive.import_runs(args.archive, runs_dir=args.runs)
+    left = f", {len(r.unfinished_existing)} left alone (unfinished here)"
+    print(
+        f"imported {len(r.imported)} runs, {len(r.skipped_existing)} already present"
+        f"{left if r.unfinished_existing else ''}, into {r.runs_dir}"
+    )
+
+
+def _runs_list(args: argparse.Namespace) -> None:
+    from igkd import archive, paths
+
+    rows = archive.list_runs(args.runs)
+    for r in rows:
+        what = " ".join(
+            str(x) for x in (r["method"], r["compression"] and f"{r['compression']}x") if x
+        )
+        acc = r["final_test_accuracy"]
+        acc = f"{acc:.2f} %" if isinstance(acc, (int, float)) else "-"
+        line = f"{r['kind']:<8} {r['hash']} {r['profile'] or '-':<6} {what or '-':<14} {acc:>8}"
+        print(f"{line} {r['revision'] or '-':<7} {r['imported_from'] or ''}".rstrip())
+    if not rows:
+        print(f"no finished runs in {args.runs or paths.runs_dir()}")
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    runs = sub.add_parser("runs", help="export, import or list the finished runs of the run cache")
+    rsub = runs.add_subparsers(dest="runs_command", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--runs", default=None, help="the run cache (default: $IGKD_RUNS)")
+    ex = rsub.add_parser(
+        "export", parents=[where], help="write finished runs to a .tar.gz with a manifest"
+    )
+    ex.add_argument("out", help="archive to write (.tar.gz)")
+    ex.add_argument("--profile", choices=["ci", "quick", "paper"], help="only runs of this profile")
+    ex.add_argument(
+        "--kind", action="append", dest="kinds", help="only runs of this kind (repeatable)"
+    )
+    ex.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="config, metadata, metrics and history only: no models",
+    )
+    ig = ex.add_mutually_exclusive_group()
+    ig.add_argument("--ig", action="store_true", help="include the IG-map stores (large)")
+    ig.add_argument("--no-ig", action="store_false", dest="ig", help="leave them out (default)")
+    ex.add_argument("--note", default=None, help="free text stored in the manifest")
+    ex.set_defaults(func=_runs_export, ig=False)
+    im = rsub.add_parser(
+        "import", parents=[where], help="verify an archive, then add the runs missing here"
+    )
+    im.add_argument("archive", help="archive written by `igkd runs export`")
+    im.set_defaults(func=_runs_import)
+    ls = rsub.add_parser("list", parents=[where], help="one line per finished run")
+    ls.set_defaults(func=_runs_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
     bench.set_defaults(func=_bench)
+    _add_runs(sub)
     return parser
 
 

@@ -27,3 +27,7 @@ class SweepError(IgkdError, RuntimeError):
 
 class BookError(IgkdError, RuntimeError):
     """The book cannot be built: notebooks not executed, a notebook failed, or the build warned."""
+
+
+class ArchiveError(IgkdError, ValueError):
+    """A runs archive cannot be written or is not one igkd can import (damaged, tampered, newer)."""

@@ -1,0 +1,381 @@
+"""`igkd runs export/import`: archives of finished runs that are verified, then merged safely."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_ci_profile
+from igkd import archive, attribution, cli, paths, pipeline, runs
+from igkd.errors import ArchiveError
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_runs(root: Path, mp: pytest.MonkeyPatch, profile: str = "ci", students: int = 2) -> dict:
+    """Hand-made finished runs in `root`: a teacher, an IG store of it and `students` students,
+    each with a checkpoint, history, model.pt (the IG store: maps.npy) and metrics."""
+    mp.setenv("IGKD_RUNS", str(root))
+    env = {"profile": profile, "seed": 0}
+
+    def fn(metrics: dict, artefact: str = "model.pt") -> Callable[[runs.Run], dict]:
+        def compute(run: runs.Run) -> dict:
+            run.save_checkpoint({"epoch": 1})
+            run.append_history({"epoch": 1, "loss": 0.5})
+            if artefact == "model.pt":
+                run.save_torch("model.pt", {"w": torch.arange(4.0)})
+            else:
+                paths.atomic_write_bytes(run.path / artefact, os.urandom(5000))
+            return metrics
+
+        return compute
+
+    made = {"teacher": runs.get_or_run("teacher", {"p": profile}, fn({"environment": env}))}
+    made["ig"] = runs.get_or_run(
+        archive.IG_KIND, {"teacher_run": made["teacher"].path.name}, fn({"n": 1}, "maps.npy")
+    )
+    for i in range(students):
+        metrics = {"method": "KD_IG", "compression": "4.1", "final_test_accuracy": 50.0 + i}
+        made[f"student{i}"] = runs.get_or_run(
+            "student",
+            {"p": profile, "seed": i, "ig_run": made["ig"].path.name},
+            fn({**metrics, "environment": env}),
+        )
+    return made
+
+
+def runs_in(root: Path) -> list[Path]:
+    """The run directories under `root`: `<kind>/<hash>`, hidden (staging) folders left out."""
+    return sorted(p for p in root.glob("[!.]*/[!.]*") if p.is_dir())
+
+
+def rebuild(src: Path, dst: Path, edit: Callable[[str, bytes], bytes], extra=()) -> Path:
+    """Copy the archive `src` to `dst` with each member's data passed through `edit(name, data)`,
+    then `extra` (TarInfo, bytes) members appended."""
+    with tarfile.open(src, "r:gz") as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin.getmembers():
+            data = edit(m.name, tin.extractfile(m).read())
+            m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+        for info, data in extra:
+            tout.addfile(info, io.BytesIO(data) if data is not None else None)
+    return dst
+
+
+@pytest.fixture
+def exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
+    made = make_runs(tmp_path / "a", monkeypatch)
+    out = tmp_path / "runs.tar.gz"
+    archive.export_runs(out, ig=True, runs_dir=tmp_path / "a")
+    return out, made
+
+
+def test_ig_kind_is_the_store_kind() -> None:
+    assert archive.IG_KIND == attribution.STORE_KIND
+
+
+# --- 1. round trip with real runs ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A real teacher, IG store and KD_IG student of a tiny ci profile, in their own runs dir."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("archive")
+    mp.setenv("IGKD_RUNS", str(root / "a"))
+    mp.setenv("IGKD_DATA", str(root / "no-data"))
+    with tiny_ci_profile(mp, train_size=64, ig_n_steps=2) as name:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # synthetic data
+            student = pipeline.student_run(4.1, "KD_IG", profile=name, progress=False)
+        yield root, student
+    mp.undo()
+
+
+def test_round_trip_reproduces_the_runs_and_hits_the_cache(tiny, monkeypatch) -> None:
+    root, student = tiny
+    a, b, out = root / "a", root / "b", root / "all.tar.gz"
+    manifest = archive.export_runs(out, ig=True, runs_dir=a, note="round trip")
+    assert [r["kind"] for r in manifest["runs"]] == ["teacher", "ig_maps", "student"]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert names[0] == "manifest.json" and not any(n.endswith("checkpoint.pt") for n in names)
+
+    report = archive.import_runs(out, runs_dir=b)
+    assert len(report.imported) == 3 and report.skipped_existing == []
+    for src in runs_in(a):
+        dst = b / src.parent.name / src.name
+        assert (dst / "DONE").is_file() and (dst / "imported.json").is_file()
+        assert not (dst / "checkpoint.pt").exists() and not (dst / "LOCK").exists()
+        for f in src.iterdir():
+            if f.name not in ("checkpoint.pt", "LOCK"):
+                assert (dst / f.name).read_bytes() == f.read_bytes(), f
+        assert json.loads((dst / "metrics.json").read_text()) == runs.open_run(src).metrics
+
+    monkeypatch.setenv("IGKD_RUNS", str(b))
+
+    def boom(run: runs.Run) -> dict:
+        raise AssertionError("recomputed an imported run")
+
+    again = runs.get_or_run("student", student.config, boom)
+    assert again.path == b / "student" / student.path.name and not again.computed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        same = pipeline.student_run(4.1, "KD_IG", profile="ci", progress=False)
+    assert same.path == again.path and not same.computed
+    assert archive.provenance(same.path)["imported_from"] == "all.tar.gz"
+
+
+# --- 2., 3., 7. what import refuses ----------------------------------------------------------------
+
+
+def test_tampered_member_is_refused_by_name(exported, tmp_path) -> None:
+    out, made = exported
+    target = f"student/{made['student1'].path.name}/model.pt"
+
+    def flip(name: str, data: bytes) -> bytes:
+        return data[:-1] + bytes([data[-1] ^ 1]) if name == target else data
+
+    bad = rebuild(out, tmp_path / "bad.tar.gz", flip)
+    with pytest.raises(ArchiveError, match=f"{target}.*SHA-256.*altered"):
+        archive.import_runs(bad, runs_dir=tmp_path / "b")
+    assert runs_in(tmp_path / "b") == []
+
+
+def test_truncated_archive_is_refused(exported, tmp_path) -> None:
+    out, _ = exported
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match="truncated"):
+        archive.import_runs(cut, runs_dir=tmp_path / "b")
+    assert runs_in(tmp_path / "b") == []
+
+
+def test_newer_schema_is_refused(exported, tmp_path) -> None:
+    out, _ = exported
+
+    def schema99(name: str, data: bytes) -> bytes:
+        return (
+            json.dumps({**json.loads(data), "schema": 99}).encode()
+            if name == "manifest.json"
+            else data
+        )
+
+    with pytest.raises(ArchiveError, match="schema 99.*upgrade igkd"):
+        archive.import_runs(
+            rebuild(out, tmp_path / "new.tar.gz", schema99), runs_dir=tmp_path / "b"
+        )
+    assert runs_in(tmp_path / "b") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "message"),
+    [
+        ("../evil", tarfile.REGTYPE, "unsafe path"),
+        ("/etc/evil", tarfile.REGTYPE, "unsafe path"),
+        ("teacher/x/link", tarfile.SYMTYPE, "not a regular file"),
+        ("teacher/x/extra", tarfile.REGTYPE, "not listed"),
+    ],
+)
+def test_escaping_links_and_unlisted_members_are_refused(exported, tmp_path, name, kind, message):
+    out, _ = exported
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, 0 if kind != tarfile.REGTYPE else 3
+    info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+    bad = rebuild(out, tmp_path / "bad.tar.gz", lambda n, d: d, [(info, b"bad"[: info.size])])
+    with pytest.raises(ArchiveError, match=message):
+        archive.import_runs(bad, runs_dir=tmp_path / "b")
+    assert not (tmp_path / "evil").exists() and runs_in(tmp_path / "b") == []
+
+
+def test_manifest_with_escaping_file_name_is_refused(exported, tmp_path) -> None:
+    out, _ = exported
+
+    def escape(name: str, data: bytes) -> bytes:
+        if name != "manifest.json":
+            return data
+        m = json.loads(data)
+        m["runs"][0]["files"]["../../evil"] = {"sha256": "0" * 64, "bytes": 0}
+        return json.dumps(m).encode()
+
+    with pytest.raises(ArchiveError, match="malformed"):
+        archive.import_runs(rebuild(out, tmp_path / "bad.tar.gz", escape), runs_dir=tmp_path / "b")
+
+
+def test_missing_archive_and_wrong_first_member(tmp_path) -> None:
+    with pytest.raises(ArchiveError, match="does not exist"):
+        archive.import_runs(tmp_path / "nope.tar.gz", runs_dir=tmp_path / "b")
+    plain = tmp_path / "plain.tar.gz"
+    with tarfile.open(plain, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("README"), io.BytesIO(b""))
+    with pytest.raises(ArchiveError, match="not manifest.json"):
+        archive.import_runs(plain, runs_dir=tmp_path / "b")
+
+
+# --- 4. import overwrites nothing ---------------------------------------------------------------
+
+
+def test_import_overwrites_nothing(exported, tmp_path) -> None:
+    out, made = exported
+    b = tmp_path / "b"
+    mine = b / "student" / made["student0"].path.name
+    mine.mkdir(parents=True)
+    (mine / "config.json").write_text("{}")
+    (mine / "metrics.json").write_text('{"mine": true}')
+    (mine / "DONE").write_text("")
+    busy = b / "student" / made["student1"].path.name  # being computed here: no DONE yet
+    busy.mkdir()
+    (busy / "LOCK").write_text("")
+
+    report = archive.import_runs(out, runs_dir=b)
+    assert report.skipped_existing == [mine] and report.unfinished_existing == [busy]
+    assert len(report.imported) == 2  # teacher and IG store
+    assert json.loads((mine / "metrics.json").read_text()) == {"mine": True}
+    assert sorted(p.name for p in busy.iterdir()) == ["LOCK"]
+    again = archive.import_runs(out, runs_dir=b)
+    assert again.imported == [] and len(again.skipped_existing) == 3
+
+
+# --- 5. runs of another revision -----------------------------------------------------------------
+
+
+def test_provenance_of_runs_from_another_revision(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(paths, "git_revision", lambda: REV)
+    made = make_runs(tmp_path / "a", monkeypatch, students=1)
+    monkeypatch.setattr(paths, "git_revision", lambda: None)  # this checkout: none known
+    out = tmp_path / "theirs.tar.gz"
+    manifest = archive.export_runs(out, runs_dir=tmp_path / "a")
+    assert manifest["git_revision"] is None and "cpu" in manifest["machine"]
+    report = archive.import_runs(out, runs_dir=tmp_path / "b")
+    for run in report.imported:
+        p = archive.provenance(run)
+        assert p["git_revision"] == REV and p["imported_from"] == "theirs.tar.gz"
+        assert p["exported"] == manifest["created"] and p["machine"] == manifest["machine"]
+    assert archive.revisions(report.imported) == ["0123456"]
+    assert archive.provenance(made["teacher"])["imported_from"] is None  # a local run
+
+
+# --- 6. a kill during import -------------------------------------------------------------------
+
+
+def test_killed_import_leaves_complete_runs_only(exported, tmp_path) -> None:
+    out, _ = exported
+    b = tmp_path / "b"
+    # SIGKILL itself at the second rename: one run is in place, the others staged.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from igkd import archive
+        rename, calls = os.rename, []
+        def dying(src, dst):
+            calls.append(src)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            rename(src, dst)
+        os.rename = dying
+        archive.import_runs({str(out)!r}, runs_dir={str(b)!r})
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=paths.REPO_ROOT, capture_output=True, timeout=120
+    )
+    assert proc.returncode == -9, proc.stderr.decode()
+    placed = runs_in(b)
+    assert len(placed) == 1 and all((p / "DONE").is_file() for p in placed)
+    assert list(b.glob(".import-*"))  # the staging area of the killed import
+
+    report = archive.import_runs(out, runs_dir=b)
+    assert len(report.imported) == 3 and report.skipped_existing == placed
+    assert not list(b.glob(".import-*"))
+    assert all((p / "DONE").is_file() for p in runs_in(b)) and len(runs_in(b)) == 4
+
+
+# --- 7. what export writes ------------------------------------------------------------------------
+
+
+def test_metrics_only_profile_and_kind_filters(tmp_path, monkeypatch) -> None:
+    made = make_runs(tmp_path / "a", monkeypatch, "ci", students=1)
+    make_runs(tmp_path / "a", monkeypatch, "quick", students=2)
+    a = tmp_path / "a"
+
+    m = archive.export_runs(tmp_path / "m.tar.gz", models=False, runs_dir=a)
+    assert m["metrics_only"] and {r["kind"] for r in m["runs"]} == {"teacher", "student"}
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
+        names = tar.getnames()
+    assert not any(n.endswith(("model.pt", "maps.npy", "checkpoint.pt")) for n in names)
+    assert all(set(r["files"]) <= set(archive.META_FILES) for r in m["runs"])
+
+    ci = archive.export_runs(tmp_path / "ci.tar.gz", profile="ci", ig=True, runs_dir=a)
+    assert {r["profile"] for r in ci["runs"]} == {"ci"}
+    assert sorted(r["kind"] for r in ci["runs"]) == ["ig_maps", "student", "teacher"]
+    assert any(r["hash"] == made["ig"].path.name for r in ci["runs"])
+    only = archive.export_runs(
+        tmp_path / "s.tar.gz", profile="quick", kinds=["student"], runs_dir=a
+    )
+    assert [r["kind"] for r in only["runs"]] == ["student", "student"]
+    with pytest.raises(ArchiveError, match="no finished runs of profile paper"):
+        archive.export_runs(tmp_path / "p.tar.gz", profile="paper", runs_dir=a)
+    assert not (tmp_path / "p.tar.gz").exists() and not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(ArchiveError, match="exclude each other"):
+        archive.export_runs(tmp_path / "x.tar.gz", models=False, ig=True, runs_dir=a)
+
+
+# --- 8. the command line ------------------------------------------------------------------------
+
+
+def test_cli_export_import_list(tmp_path, monkeypatch, capsys) -> None:
+    make_runs(tmp_path / "a", monkeypatch, students=2)
+    out = tmp_path / "x.tar.gz"
+    assert cli.main(["runs", "export", str(out), "--runs", str(tmp_path / "a"), "--ig"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(
+        "exported 4 runs (teacher 1, ig_maps 1, student 2) to"
+    ) and line.endswith("KiB")
+    assert cli.main(["runs", "import", str(out), "--runs", str(tmp_path / "b")]) == 0
+    assert (
+        capsys.readouterr().out.strip()
+        == f"imported 4 runs, 0 already present, into {tmp_path / 'b'}"
+    )
+    assert cli.main(["runs", "list", "--runs", str(tmp_path / "b")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "KD_IG 4.1x" in lines[-1] and lines[-1].endswith("x.tar.gz")
+
+    assert cli.main(["runs", "import", str(tmp_path / "missing.tar.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("igkd: error:") and "missing.tar.gz" in err and err.count("\n") == 1
+
+
+def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> None:
+    """A metrics-only archive of students alone: notebooks and sweeps read them back without
+    training the teacher or computing the IG maps they were made with."""
+    from igkd import sweep
+
+    root, student = tiny
+    out, c = root / "students.tar.gz", root / "c"
+    archive.export_runs(out, kinds=["student"], models=False, runs_dir=root / "a")
+    archive.import_runs(out, runs_dir=c)
+    monkeypatch.setenv("IGKD_RUNS", str(c))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained or computed a prerequisite of an imported student")
+
+    monkeypatch.setattr(pipeline, "teacher_run", boom)
+    monkeypatch.setattr(pipeline, "ig_run", boom)
+    config = {"compression": 4.1, "method": "KD_IG", "profile": "ci", "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        same = pipeline.student_run(**config)
+        assert same.path.name == student.path.name and not same.computed
+        assert sweep.prerequisites(sweep.validate([config])) == {}
+        assert sweep.prerequisites(sweep.validate([{**config, "seed": 1}])) != {}
