@@ -291,6 +291,31 @@ def _open_partial(path: Path, shape: tuple[int, ...], dtype: type, resume: bool)
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
+def ig_config(
+    teacher_run: str,
+    data: Dataset,
+    n_steps: int,
+    method: str,
+    baseline: str,
+    precision: str,
+    fold_bn: bool = False,
+) -> dict:
+    """The run-cache config of the IG-map store of teacher run `teacher_run` (its directory name)
+    on `data`: what names the store, so a caller can find a finished store, or a run depending on
+    one, without computing anything."""
+    config = {
+        "teacher_run": teacher_run,
+        "train_data": data.fingerprint,
+        "n_steps": n_steps,
+        "method": method,
+        "baseline": baseline,
+        "precision": precision,
+    }
+    if fold_bn:  # recorded only when set, so the stores computed before the option keep their hash
+        config["fold_bn"] = True
+    return config
+
+
 def precompute_ig(
     teacher_run: Run,
     data: Dataset,
@@ -323,16 +348,7 @@ def precompute_ig(
         raise ConfigError(f"precision={precision!r}; use one of {PRECISIONS}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}; expected a positive integer")
-    config = {
-        "teacher_run": teacher_run.path.name,
-        "train_data": data.fingerprint,
-        "n_steps": n_steps,
-        "method": method,
-        "baseline": baseline,
-        "precision": precision,
-    }
-    if fold_bn:  # recorded only when set, so the stores computed before the option keep their hash
-        config["fold_bn"] = True
+    config = ig_config(teacher_run.path.name, data, n_steps, method, baseline, precision, fold_bn)
 
     def compute(run: Run) -> dict:
         from tqdm.auto import tqdm

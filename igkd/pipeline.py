@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from igkd import data, losses, models, paper, profiles, runs, train
-from igkd.attribution import load_ig_maps, precompute_ig
+from igkd.attribution import STORE_KIND, ig_config, load_ig_maps, precompute_ig
 from igkd.errors import CheckpointError, ConfigError
 from igkd.profiles import Profile
 
@@ -46,13 +46,7 @@ def teacher_run(
     prof = profiles.get(profile)
     r = train.Recipe(**{**prof.teacher_recipe, **(recipe or {})})
     train_ds, test_ds = datasets(prof, data_root)
-    config = {
-        "model": "teacher",
-        "recipe": dataclasses.asdict(r),
-        "seed": seed,
-        "train_data": train_ds.fingerprint,
-        "test_data": test_ds.fingerprint,
-    }
+    config = _teacher_config(r, seed, train_ds, test_ds)
 
     def compute(run: runs.Run) -> dict:
         torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
@@ -68,6 +62,25 @@ def teacher_run(
         }
 
     return runs.get_or_run("teacher", config, compute)
+
+
+def _teacher_config(r: train.Recipe, seed: int, train_ds: data.Dataset, test_ds: data.Dataset):
+    return {
+        "model": "teacher",
+        "recipe": dataclasses.asdict(r),
+        "seed": seed,
+        "train_data": train_ds.fingerprint,
+        "test_data": test_ds.fingerprint,
+    }
+
+
+def planned_teacher(profile: str | None = None, seed: int = 0, data_root=None) -> runs.Run:
+    """The profile's teacher run as the cache names it, finished or not; nothing is trained."""
+    prof = profiles.get(profile)
+    train_ds, test_ds = datasets(prof, data_root)
+    return runs.Run.for_config(
+        "teacher", _teacher_config(train.Recipe(**prof.teacher_recipe), seed, train_ds, test_ds)
+    )
 
 
 def load_model(run: runs.Run | str | Path) -> nn.Module:
@@ -138,6 +151,10 @@ def ig_run(
     )
 
 
+# ig_run's method, baseline and precision defaults: the store a student's overlay reads.
+IG_DEFAULTS = ("gausslegendre", "normalized-zero", "fp32")
+
+
 def ig_maps(
     profile: str | None = None,
     seed: int = 0,
@@ -181,6 +198,7 @@ def student_run(
     split_seed: int | None = None,
     data_root: str | Path | None = None,
     progress: bool = True,
+    _plan: bool = False,
 ) -> runs.Run:
     """The finished student run: `method` (a paper preset, with overrides) at `compression`.
 
@@ -217,10 +235,16 @@ def student_run(
     train_idx, val_ds = _split(full_train, s)
     train_ds = full_train.subset(train_idx) if train_idx is not None else full_train
     uses_teacher = m.needs_teacher or m.overlay_prob > 0  # the IG maps are the teacher's too
-    t_run = teacher_run(prof.name, data_root=data_root, progress=progress) if uses_teacher else None
+    # The teacher and the IG store are named (their cache paths) before they are obtained, so a
+    # finished student (e.g. imported from an archive without the IG store) is read back without
+    # training its teacher or computing its maps.
+    t_run = planned_teacher(prof.name, data_root=data_root) if uses_teacher else None
     i_run = None
     if m.overlay_prob > 0:
-        i_run = ig_run(prof.name, teacher=t_run, data_root=data_root, progress=progress)
+        i_run = runs.Run.for_config(
+            STORE_KIND,
+            ig_config(t_run.path.name, full_train, prof.ig_n_steps, *IG_DEFAULTS),
+        )
     config = {
         "model": "student",
         "layers_removed": row.layers_removed,
@@ -241,8 +265,19 @@ def student_run(
             config[key] = s[key]
     if val_ds is not None:
         config["val_data"] = val_ds.fingerprint
+    if _plan:
+        return runs.Run.for_config("student", config)
 
     def compute(run: runs.Run) -> dict:
+        nonlocal t_run, i_run
+        planned = (t_run, i_run)
+        if uses_teacher:  # obtained only now: trained or computed if the cache lacks them
+            t_run = teacher_run(prof.name, data_root=data_root, progress=progress)
+        if i_run is not None:
+            i_run = ig_run(prof.name, teacher=t_run, data_root=data_root, progress=progress)
+        for want, got in zip(planned, (t_run, i_run), strict=True):
+            if want is not None and want.path != got.path:  # a bug, not a user error
+                raise RuntimeError(f"planned {want.path} but obtained {got.path}")
         teacher = load_model(t_run) if m.needs_teacher else None
         layer = models.attention_layer(row.layers_removed)
         cached = None
@@ -294,6 +329,12 @@ def student_run(
         }
 
     return runs.get_or_run("student", config, compute)
+
+
+def planned_student(compression: float | str = 4.1, method: str = "KD_IG", **settings) -> runs.Run:
+    """The student run of `student_run`'s arguments as the cache names it, finished or not; nothing
+    is trained (only the data is read, for its fingerprint)."""
+    return student_run(compression, method, **settings, _plan=True)
 
 
 def student_settings(

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IGKD_SCHEDULER"
 WORKERS_ENV = "IGKD_WORKERS"
-_RUN_ARGS = inspect.signature(pipeline.student_run).parameters
+_RUN_ARGS = [a for a in inspect.signature(pipeline.student_run).parameters if a[0] != "_"]
 _SETTINGS_ARGS = inspect.signature(pipeline.student_settings).parameters
 
 
@@ -200,12 +200,13 @@ def _needs(config: dict) -> tuple[tuple[str, str | None], bool, bool]:
 
 
 def prerequisites(configs: Sequence[dict]) -> dict[tuple[str, str | None], bool]:
-    """{(profile, data root): whether the IG maps are needed} for the configs that need a
-    teacher: what must exist before their students can start."""
+    """{(profile, data root): whether the IG maps are needed} for the unfinished configs that
+    need a teacher: what must exist before their students can start."""
     out: dict[tuple[str, str | None], bool] = {}
     for config in configs:
         key, teacher, ig = _needs(config)
-        if teacher:
+        # A finished student (e.g. imported from an archive) needs nothing made first.
+        if teacher and not pipeline.planned_student(**config).done:
             out[key] = out.get(key, False) or ig
     return out
 
@@ -251,7 +252,7 @@ def submit(
     futures = []
     for config in configs:
         key, teacher, _ = _needs(config)
-        after = prepared[key][0] if teacher else None
+        after = prepared[key][0] if teacher and key in prepared else None
         futures.append(client.submit(_student, config, after, retries=retries, key=_key("run")))
     return futures, prepared
 
