@@ -1,4 +1,4 @@
-# igkd: make setup | test | reproduce | book | book-check | clean      (PROFILE=ci|quick|paper|auto)
+# igkd: make setup | test | reproduce | book | book-check | clean  (PROFILE=ci|quick|paper|auto)
 PYTHON ?= python3
 PROFILE ?= auto
 
@@ -6,6 +6,9 @@ PROFILE ?= auto
 
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
+	# The frost textures of CIFAR-10-C ship in this wheel; its own dependencies (scikit-image,
+	# full OpenCV) are not needed and clash with opencv-python-headless, hence --no-deps.
+	$(PYTHON) -m pip install --no-deps "imagecorruptions==1.1.2"
 
 # One torch thread per process: two xdist workers (and the Dask workers the notebooks start) on
 # two cores otherwise oversubscribe OpenMP, which made ci runs up to 50x slower here. loadscope
@@ -16,8 +19,12 @@ test:  ## unit tests, then every notebook executed by nbval in the ci profile
 lint:
 	pre-commit run --all-files
 
-reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=..., RESUME=1)
-	$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume)
+# RESULTS=archive.tar.gz (from `igkd runs export`) first merges that archive's runs into the run
+# cache, so the notebooks reuse them; the book's banner then names the archive.
+reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=)
+	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs import $(RESULTS))
+	$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume) \
+		$(if $(RESULTS),--results $(RESULTS))
 
 book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or notebook error fails
 	$(PYTHON) -m igkd.book prepare
@@ -27,4 +34,4 @@ book-check:  ## open every page of the built book in headless Chromium (apt-get 
 	$(PYTHON) -m igkd.book check
 
 clean:
-	rm -rf book/_build book/executed book/_toc.yml book/summary.md out.ipynb .pytest_cache
+	rm -rf book/_build book/executed book/summary.md out.ipynb .pytest_cache
