@@ -2,7 +2,9 @@
 
 Nothing here is typed by hand. Every "ours" value comes from a finished run's `metrics.json` in
 the run cache (`IGKD_RUNS`) or from a result file a notebook wrote with `save_results`; every
-"paper" value comes from `igkd.paper`. What was not run in the profile says so.
+"paper" value comes from `igkd.paper`. What was not run in the profile says so. The page opens with
+a paragraph of conclusions (`conclusions_markdown`) that `igkd.conclusions.summary` writes from the
+same runs the tables count.
 
 Which runs count, for a profile:
 - only runs made in that profile and evaluated on that profile's test set (same data fingerprint);
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from igkd import losses, models, paper, paths, profiles, runs, train
+from igkd import conclusions, losses, models, paper, paths, profiles, runs, train
 from igkd.errors import ConfigError
 
 NOT_RUN = "not run in this profile"
@@ -258,6 +260,16 @@ def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> 
     return [m["final_test_accuracy"] for m in _students(found, method, compression, fraction)]
 
 
+def _by_seed(found: ProfileRuns, method: str, compression: str, fraction) -> dict:
+    """{seed: final test accuracy} of `_students` (the same runs as `_accuracies`); a run whose
+    metrics name no seed is keyed by None plus its position, so no two runs collide."""
+    out: dict = {}
+    for i, m in enumerate(_students(found, method, compression, fraction)):
+        seed = m.get("environment", {}).get("seed")
+        out[seed if seed is not None and seed not in out else (None, i)] = m["final_test_accuracy"]
+    return out
+
+
 def summary_table(profile: str | None = None, data_root: str | Path | None = None) -> pd.DataFrame:
     """Paper vs ours, one row per number: teacher, the eight methods at 4.1x, the Monte Carlo,
     the compression sweep, the ImageNet subset and latency.
@@ -269,9 +281,12 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     found = collect(profile, data_root)
     full, mc = FULL, MONTE_CARLO_FRACTION
     rows = []
+    # The raw numbers behind the rows, for the page's opening paragraph (`conclusions_markdown`).
+    values: dict = {"teacher": [], "ablation": {}, "sweep": {}}
 
     teacher = "Teacher (MobileNet-V2, 2,236,682 parameters)"
     ours = [m["final_test_accuracy"] for m in found.teachers]
+    values["teacher"] = ours
     rows.append(
         _row(
             teacher,
@@ -287,6 +302,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         runs_ = paper.ABLATION_RUNS[method]
         text = f"{_stats(list(runs_))} (best {max(runs_):.2f})"
         ours = _accuracies(found, method, "4.1", full)
+        values["ablation"][method] = _by_seed(found, method, "4.1", full)
         rows.append(_row(section, method, text, ours, paper.ablation_mean(method)))
 
     section = "Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"
@@ -300,6 +316,8 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         ratio = models.COMPRESSION_TABLE[label].ratio
         for method in SWEEP_METHODS:
             ours = _accuracies(found, method, label, full)
+            if ours:
+                values["sweep"].setdefault(method, {})[label] = statistics.fmean(ours)
             what = f"{label}x ({ratio:.4g}), {method}"
             rows.append(_row(section, what, f"{table[method]:.2f}", ours, table[method]))
 
@@ -340,6 +358,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     table.attrs.update(
         profile=found.profile,
         data=found.data,
+        values=values,
         other_students=found.other_students,
         students=f"{found.epochs} epoch(s) on "
         + (f"{found.share:.0%} of the training set" if found.share < 1 else "all training images"),
@@ -366,12 +385,30 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
+def conclusions_markdown(table: pd.DataFrame) -> str:
+    """The page's opening paragraph (`conclusions.summary`), from the runs `summary_table` counted
+    (its `values` attribute): the teacher's gap, KD_IG - student at 4.1x with its CI and verdict,
+    and the sweep's trend; what was not run says so."""
+    values = table.attrs.get("values", {})
+    return conclusions.summary(
+        profile=table.attrs.get("profile", "unknown"),
+        data=table.attrs.get("data", "unknown data"),
+        teacher=values.get("teacher", []),
+        ablation=values.get("ablation", {}),
+        sweep=values.get("sweep", {}),
+        ratios={label: row.ratio for label, row in models.COMPRESSION_TABLE.items()},
+    )
+
+
 def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
-    """The summary page (MyST markdown): one table per section of `summary_table`'s result."""
+    """The summary page (MyST markdown): the opening paragraph of conclusions, then one table per
+    section of `summary_table`'s result."""
     parts = [
         "# Results: the paper and this build side by side",
         "",
         header,
+        "",
+        conclusions_markdown(table),
         "",
         "Every number under *ours* was read, when this book was built, from the `metrics.json` of "
         "a finished run in the run cache (or from a result file a notebook wrote); the paper's "

@@ -163,14 +163,26 @@ def compare_all(
 
 def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.80) -> int:
     """Paired seeds needed to detect a mean difference `effect` (pp) when the paired differences
-    scatter with standard deviation `sd` (pp): a two-sided one-sample t-test on the differences,
-    solved by statsmodels' TTestPower. At least 2 (a t-test needs two)."""
+    scatter with standard deviation `sd` (pp): the smallest n at which a two-sided one-sample
+    t-test on the differences (statsmodels' TTestPower) reaches `power`. At least 2 (a t-test
+    needs two). Searched by doubling then bisection: statsmodels' own solver fails to converge
+    when the effect is many sds large."""
     from statsmodels.stats.power import TTestPower
 
     if not (sd > 0 and effect > 0):
         raise ConfigError(f"seeds_needed(sd={sd!r}, effect={effect!r}): both must be positive")
-    n = TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power)
-    return max(2, math.ceil(float(np.asarray(n).item())))
+
+    def enough(n: int) -> bool:
+        return TTestPower().power(effect_size=effect / sd, nobs=n, alpha=alpha) >= power
+
+    hi = 2
+    while not enough(hi):
+        hi *= 2
+    lo = hi // 2  # not enough (or below 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return max(2, hi)
 
 
 def half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:

@@ -1,6 +1,7 @@
 """Cheap structural checks on every notebook; `pytest --nbval` executes them."""
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -43,3 +44,40 @@ def test_papermill_reads_every_parameter(path, caplog):
         found = papermill.inspect_notebook(str(path))
     assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
     assert set(found) == assigned
+
+
+# Chapters whose last word is not a result (none yet); every other NN_*.ipynb is a result chapter.
+NOT_RESULTS: set[str] = set()
+CHAPTERS = [p for p in NOTEBOOKS if re.fullmatch(r"\d\d_.+\.ipynb", p.name)]
+
+
+def test_the_result_chapters_are_found():
+    assert len(CHAPTERS) >= 10 and CHAPTERS[0].name.startswith("00_")
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CHAPTERS if p.name not in NOT_RESULTS], ids=lambda p: p.name
+)
+def test_every_result_chapter_ends_with_generated_conclusions(path):
+    # The closing paragraph is generated from the chapter's numbers by igkd.conclusions (or a
+    # module's own `conclusion` function, as igkd.regimes has), never typed: the chapter ends with
+    # the heading and one code cell that calls it and shows the Markdown.
+    cells = nbformat.read(path, as_version=4).cells
+    assert len(cells) >= 2
+    heading, code = cells[-2], cells[-1]
+    assert heading.cell_type == "markdown" and heading.source.startswith("## What this shows"), (
+        "the second-to-last cell must be the markdown heading '## What this shows'"
+    )
+    assert code.cell_type == "code", "the last cell must be the code cell that writes the paragraph"
+    calls = [
+        node
+        for node in ast.walk(ast.parse(code.source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and (node.func.value.id == "conclusions" or node.func.attr.startswith("conclusion"))
+    ]
+    assert calls, "the last cell must call a function of igkd.conclusions"
+    assert "Markdown(" in code.source and "display(" in code.source
+    closing = [c for c in cells if c.cell_type == "markdown" and "## What this shows" in c.source]
+    assert len(closing) == 1, "one closing heading only"
