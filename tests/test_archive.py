@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_ci_profile
+
 from igkd import archive, attribution, cli, paths, pipeline, runs
 from igkd.errors import ArchiveError
 
