@@ -4,23 +4,32 @@ a headless browser.
 `python -m igkd.book execute --profile ci` runs every notebook of `notebooks/` into `book/executed/`
 (and records the profile, data and machine in `book/executed/_build_info.json`); `prepare` marks
 papermill's injected-parameters cells for removal, adds to each chapter a note saying how it was
-run, refuses notebooks that failed, and writes `book/_toc.yml` (from the executed notebooks that
-exist) and `book/summary.md` (from the run cache, `igkd.report`); `build` runs
+run, refuses notebooks that failed or were not executed, and writes `book/_toc.yml` (one
+chapter per notebook of `notebooks/`; committed, so `toc` rewrites the same file) and
+`book/summary.md` (from the run cache, `igkd.report`); `build` runs
 `jupyter-book build -W -n --keep-going`; `check` opens every built page in headless Chromium.
-`make book PROFILE=...` does all but the check. This module is also the Sphinx extension that puts
-the profile, data and machine in a banner on every page (`sphinx: extra_extensions` in _config.yml).
+`make book PROFILE=...` does all but the check.
+
+This module is also the Sphinx extension (`sphinx: extra_extensions` in _config.yml) that puts the
+profile, data and machine in a banner on every page; and, so that `jupyter-book build book/` works
+on a fresh clone, at the start of every build it fills in what an executed build would have put in
+`book/executed/`: the chapters of a results archive (`results/*.tar.gz` holding an `executed/`
+folder) when there is one, else the notebooks unexecuted, under a banner that says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import html
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -33,13 +42,23 @@ BOOK_DIR = paths.REPO_ROOT / "book"
 NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"
 INFO_FILE = "_build_info.json"  # in <book>/executed/, written by `execute`
 NOTE_TAG = "igkd-run-note"  # the cell `prepare` inserts, so that preparing twice replaces it
-GENERATED = ("_toc.yml", "summary.md")  # written by `prepare`; not committed
+GENERATED = ("summary.md",)  # written by `prepare` (or by the extension, a stand-in); not committed
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # an ipywidget in a notebook's outputs
+NOT_EXECUTED = "igkd_not_executed"  # notebook metadata of a chapter copied unexecuted
+MANIFEST_KEYS = ("created", "git_revision", "machine", "profile", "note", "igkd_version")
+RUN_IT = "run `make book PROFILE=quick` (or `PROFILE=ci`, seconds per notebook) to execute them"
 FRONT, BACK = ["intro", "summary"], ["differences", "reproducing"]  # pages around the chapters
 
 
 def notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The chapter notebooks `NN_name.ipynb` of `folder`, in order."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebooks_beside(book_dir: Path) -> Path:
+    """The notebooks a book folder is made of: `notebooks/` beside it, else the repository's."""
+    beside = Path(book_dir).resolve().parent / "notebooks"
+    return beside if beside.is_dir() else NOTEBOOKS_DIR
 
 
 def _now() -> str:
@@ -73,12 +92,27 @@ def machine() -> dict[str, object]:
 def describe(info: dict) -> str:
     """One line: profile, data and machine of a build (for the banner and the chapter notes)."""
     m, env = info["machine"], info["environment"]
-    memory = f", {m['memory_gb']:g} GB" if m.get("memory_gb") else ""
-    return (
-        f"profile {info['profile']} · data: {info['data']} · machine: {m['cpu']}, "
-        f"{m['cores']} cores{memory}, {m['gpu'] or 'no GPU'}, {env['threads']} torch threads · "
+    text = (
+        f"profile {info['profile']} · data: {info['data']} · machine: {_machine_text(m)}, "
+        f"{env['threads']} torch threads · "
         f"igkd {env['igkd']} (git {env['git']}), torch {env['torch']}, Python {env['python']}"
     )
+    if results := info.get("results"):
+        made = str(results.get("created") or "unknown date")[:10]
+        where = _machine_text(results["machine"]) if results.get("machine") else "unknown machine"
+        profile = f", profile {results['profile']}" if results.get("profile") else ""
+        text += (
+            f" · runs imported from the archive {results['archive']} (made {made} on {where}, "
+            f"git {results.get('git_revision') or 'unknown'}{profile})"
+        )
+    return text
+
+
+def _machine_text(m: dict) -> str:
+    """'CPU, N cores, M GB, GPU' of a `machine()` dict (or an archive manifest's machine)."""
+    memory = f", {m['memory_gb']:g} GB" if m.get("memory_gb") else ""
+    cpu, gpu = m.get("cpu") or "unknown CPU", m.get("gpu") or "no GPU"
+    return f"{cpu}, {m.get('cores')} cores{memory}, {gpu}"
 
 
 def read_info(book_dir: Path = BOOK_DIR) -> dict:
@@ -91,6 +125,24 @@ def read_info(book_dir: Path = BOOK_DIR) -> dict:
     return json.loads(file.read_text())
 
 
+def read_manifest(archive: Path) -> dict:
+    """The `manifest.json` of a run-cache archive (`igkd runs export`): created, git_revision,
+    machine (cpu, cores, memory_gb, gpu, os), profile, note. It is the archive's first member, so
+    only that is read. BookError if the archive is unreadable or has no manifest."""
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            first = tar.next()
+            if first is None or Path(first.name).name != "manifest.json" or not first.isfile():
+                raise BookError(f"{archive}: the first member is not manifest.json")
+            manifest = json.loads(tar.extractfile(first).read())
+    except (OSError, tarfile.TarError, ValueError) as e:
+        raise BookError(f"{archive}: not a run-cache archive with a manifest ({e})") from e
+    if not isinstance(manifest, dict):
+        raise BookError(f"{archive}: manifest.json is not an object")
+    return manifest
+
+
 # --- execute ---------------------------------------------------------------------------------------
 
 
@@ -100,6 +152,7 @@ def execute(
     notebooks_dir: Path = NOTEBOOKS_DIR,
     data_root: str | Path | None = None,
     resume: bool = False,
+    results: Path | None = None,
 ) -> dict:
     """Execute every notebook with papermill into `<book_dir>/executed/` in one profile.
 
@@ -110,13 +163,16 @@ def execute(
     when it finished without error in this profile from the same cells as its source (so a
     killed `make book` continues where it stopped; an edited notebook runs again). Stops at the
     first notebook that fails (papermill writes the failed notebook, with its error, into
-    executed/). Returns the build info.
+    executed/). `results`: the run-cache archive the runs were imported from (`make book
+    RESULTS=...` imports it first); its manifest is recorded, and the banner names it. Returns the
+    build info.
     """
     import papermill
 
     from igkd import data
 
     prof = profiles.get(profile)
+    manifest = read_manifest(results) if results is not None else None
     out = Path(book_dir) / "executed"
     out.mkdir(parents=True, exist_ok=True)
     kept = {}  # notebook name -> {"seconds", "finished"} of its execution kept by `resume`
@@ -136,6 +192,9 @@ def execute(
         "started": _now(),
         "notebooks": {},
     }
+    if manifest is not None:  # what it says of itself, not its list of files
+        info["results"] = {"archive": Path(results).name, "runs": len(manifest.get("runs") or [])}
+        info["results"].update({k: manifest.get(k) for k in MANIFEST_KEYS})
     for nb in notebooks(Path(notebooks_dir)):
         if nb.name in kept:
             info["notebooks"][nb.name] = kept[nb.name]
@@ -208,6 +267,17 @@ def _note(info: dict, name: str, nb) -> str:
     )
 
 
+def _drop_widgets(nb) -> None:
+    """Remove the widget outputs and the widget state papermill saved: tqdm draws its progress
+    bars as ipywidgets in a kernel, and the book, static, leaves them out as it leaves out the
+    text bars on stderr (`stderr_output: remove`); kept, each page would load the widget
+    JavaScript from a CDN to draw finished progress bars."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+
+
 def _error_of(nb) -> str | None:
     """'cell i: Ename: message' for the first error output of an executed notebook, else None."""
     for i, cell in enumerate(nb.cells):
@@ -219,42 +289,60 @@ def _error_of(nb) -> str | None:
     return None
 
 
-def write_toc(book_dir: Path = BOOK_DIR) -> Path:
-    """`<book_dir>/_toc.yml`: the introduction and summary, one chapter per executed notebook
-    that exists, then the differences and reproducing pages."""
-    book_dir = Path(book_dir)
-    chapters = [f"executed/{p.stem}" for p in notebooks(book_dir / "executed")]
+def toc_text(notebooks_dir: Path = NOTEBOOKS_DIR) -> str:
+    """The text of `_toc.yml`: the introduction and summary, one chapter `executed/NN_name` per
+    notebook of `notebooks_dir`, then the differences and reproducing pages."""
+    chapters = [f"executed/{p.stem}" for p in notebooks(Path(notebooks_dir))]
     if not chapters:
-        raise BookError(f"no executed notebooks in {book_dir / 'executed'}: run make reproduce")
+        raise BookError(f"no notebooks NN_name.ipynb in {notebooks_dir}")
 
     def part(caption: str, files: list[str]) -> str:
         return f"- caption: {caption}\n  chapters:\n" + "".join(f"  - file: {f}\n" for f in files)
 
-    text = (
-        "# Written by `python -m igkd.book prepare` from the executed notebooks: do not edit.\n"
+    return (
+        "# One chapter per notebook of notebooks/. Written by `python -m igkd.book toc` (and by\n"
+        "# `prepare`), committed: run it after adding a notebook (tests/test_book.py checks).\n"
         f"format: jb-book\nroot: {FRONT[0]}\nparts:\n"
         + part("Results", FRONT[1:])
-        + part("Chapters (executed notebooks)", chapters)
+        + part("Chapters (one per notebook)", chapters)
         + part("Notes", BACK)
     )
-    (book_dir / "_toc.yml").write_text(text)
-    return book_dir / "_toc.yml"
 
 
-def prepare(book_dir: Path = BOOK_DIR, data_root: str | Path | None = None) -> list[Path]:
+def write_toc(book_dir: Path = BOOK_DIR, notebooks_dir: Path | None = None) -> Path:
+    """`<book_dir>/_toc.yml` as `toc_text` gives it for `notebooks_dir` (default: the notebooks
+    beside the book); the file is left untouched when it already says that (it is committed: a
+    build leaves git clean)."""
+    notebooks_dir = notebooks_beside(book_dir) if notebooks_dir is None else notebooks_dir
+    file, text = Path(book_dir) / "_toc.yml", toc_text(notebooks_dir)
+    if not file.is_file() or file.read_text() != text:
+        file.write_text(text)
+    return file
+
+
+def prepare(
+    book_dir: Path = BOOK_DIR,
+    data_root: str | Path | None = None,
+    notebooks_dir: Path | None = None,
+) -> list[Path]:
     """Make the executed notebooks a book: check them, hide the injected parameters, add the
-    note on how each was run, write _toc.yml and summary.md. Returns the chapter notebooks.
+    note on how each was run, write _toc.yml (one chapter per notebook of `notebooks_dir`,
+    default: `notebooks/` beside the book, else the repository's) and summary.md. Returns the
+    chapter notebooks.
 
-    BookError if the notebooks were not executed, one failed, or they mix profiles.
+    BookError if the notebooks were not executed (each of `notebooks_dir`), one failed, or they
+    mix profiles.
     """
     import nbformat
 
     from igkd import report
 
     book_dir = Path(book_dir)
+    notebooks_dir = notebooks_beside(book_dir) if notebooks_dir is None else Path(notebooks_dir)
     info = read_info(book_dir)
     chapters = notebooks(book_dir / "executed")
-    missing = sorted(set(info["notebooks"]) - {p.name for p in chapters})
+    expected = {p.name for p in notebooks(notebooks_dir)}
+    missing = sorted((set(info["notebooks"]) | expected) - {p.name for p in chapters})
     if missing:
         raise BookError(f"executed notebooks missing: {', '.join(missing)}; run make reproduce")
     for path in chapters:
@@ -269,6 +357,7 @@ def prepare(book_dir: Path = BOOK_DIR, data_root: str | Path | None = None) -> l
                 "run make reproduce"
             )
         nb.cells = [c for c in nb.cells if NOTE_TAG not in c.metadata.get("tags", [])]
+        _drop_widgets(nb)
         for cell in nb.cells:
             tags = cell.metadata.setdefault("tags", [])
             if "injected-parameters" in tags and "remove-cell" not in tags:
@@ -277,7 +366,7 @@ def prepare(book_dir: Path = BOOK_DIR, data_root: str | Path | None = None) -> l
         note.metadata["tags"] = [NOTE_TAG]
         nb.cells.insert(1, note)  # after the title cell
         nbformat.write(nb, path)
-    write_toc(book_dir)
+    write_toc(book_dir, notebooks_dir)
     table = report.summary_table(info["profile"], data_root)
     header = (
         ":::{admonition} This build\n:class: note\n"
@@ -313,18 +402,194 @@ def pages(book_dir: Path = BOOK_DIR) -> list[str]:
     return [f"{f}.html" for f in files]
 
 
-# --- the Sphinx extension: the banner on every page ------------------------------------------------
+# --- the Sphinx extension: what a build without executed notebooks lacks, and the banner ---------
 
 
-def _announce(app, config) -> None:
-    info = read_info(Path(app.srcdir))
+def toc_chapters(book_dir: Path = BOOK_DIR) -> list[str]:
+    """The chapter notebooks `_toc.yml` names (`executed/NN_name` -> `NN_name.ipynb`), in order."""
+    import yaml
+
+    toc = yaml.safe_load((Path(book_dir) / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [f"{f.split('/', 1)[1]}.ipynb" for f in files if f.startswith("executed/")]
+
+
+def _is_placeholder(path: Path) -> bool:
+    """Whether `path` is a chapter `materialise` copied unexecuted (or is unreadable)."""
+    try:
+        return bool(json.loads(path.read_text()).get("metadata", {}).get(NOT_EXECUTED))
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: replace it
+
+
+def _complete_info(book_dir: Path) -> dict | None:
+    """The build info when `execute` finished a build whose notebooks are all there, else None."""
+    try:
+        info = read_info(book_dir)
+    except (BookError, ValueError):
+        return None
+    executed = Path(book_dir) / "executed"
+    if all((executed / name).is_file() for name in info.get("notebooks", {})):
+        return info
+    return None
+
+
+def results_archive(repo: Path) -> tuple[Path, list[tarfile.TarInfo]] | None:
+    """The newest `<repo>/results/*.tar.gz` that holds executed chapters (an `executed/` folder
+    with `_build_info.json`), with the members of that folder; None when there is none."""
+    for archive in sorted((Path(repo) / "results").glob("*.tar.gz"), key=_mtime, reverse=True):
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                members = [m for m in tar.getmembers() if m.isfile()]
+        except (OSError, tarfile.TarError):
+            continue
+        info = [m for m in members if Path(m.name).parts[-2:] == ("executed", INFO_FILE)]
+        if info:
+            folder = Path(info[0].name).parent
+            return archive, [m for m in members if Path(m.name).parent == folder]
+    return None
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _unpack_results(archive: Path, members: list[tarfile.TarInfo], book_dir: Path) -> None:
+    """The executed chapters and build info among `members` of `archive` into
+    `<book_dir>/executed/`; and the `summary.md` beside that `executed/` folder, if there is one,
+    into `<book_dir>/summary.md`."""
+    out = Path(book_dir) / "executed"
+    out.mkdir(parents=True, exist_ok=True)
+    (Path(book_dir) / "summary.md").unlink(missing_ok=True)  # another build's
+    with tarfile.open(archive, "r:gz") as tar:
+        for m in members:
+            name = Path(m.name).name  # only the file name: nothing lands outside executed/
+            if name == INFO_FILE or (name.endswith(".ipynb") and name[:2].isdigit()):
+                (out / name).write_bytes(tar.extractfile(m).read())
+        summary = Path(members[0].name).parent.parent / "summary.md"
+        for m in tar.getmembers():
+            if m.isfile() and Path(m.name) == summary:
+                (Path(book_dir) / "summary.md").write_bytes(tar.extractfile(m).read())
+                break
+
+
+def _placeholder(source: Path, target: Path) -> None:
+    """`source` copied to `target` as it is committed, with a note that it was not executed
+    (rewritten only when it changes, so that Sphinx does not read it again for nothing)."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    nb.metadata[NOT_EXECUTED] = True
+    note = nbformat.v4.new_markdown_cell(
+        ":::{admonition} Not executed\n:class: warning\n"
+        "This chapter is the notebook as committed, without outputs: "
+        "run `make book PROFILE=quick` (or `PROFILE=ci`) to execute it into this book, or run "
+        f"`notebooks/{source.name}` in JupyterLab or with papermill.\n:::"
+    )
+    note.metadata["tags"] = [NOTE_TAG]
+    note["id"] = "igkd-not-executed"  # not random: the copy is the same every build
+    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, note)
+    text = nbformat.writes(nb) + "\n"
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
+
+
+NO_RUNS = ":::{admonition} No runs here"
+NOT_EXECUTED_SUMMARY = """# Results: the paper and this build side by side
+
+{no_runs}
+:class: warning
+This book was built from notebooks that were not executed, so there are no runs to set beside the
+paper's numbers: {run_it}, which writes this page from the run cache (see
+[how to reproduce the book](reproducing.md)).
+:::
+"""
+
+NOT_PREPARED_SUMMARY = """# Results: the paper and this build side by side
+
+:::{{admonition}} Not prepared
+:class: warning
+The notebooks were executed ({describe}) but this page is written by
+`python -m igkd.book prepare`, which `make book` runs before building.
+:::
+"""
+
+
+def materialise(book_dir: Path = BOOK_DIR, notebooks_dir: Path | None = None) -> dict:
+    """Fill in what the table of contents needs and an executed build would have put there, so
+    that `jupyter-book build book/` works without `make book`. Runs at the start of every build.
+
+    Nothing changes when `execute` finished a build (its chapters stay, though prepare may not
+    have run yet: then a summary that says so is written if there is none). Otherwise, when
+    `book/executed/` holds no executed notebook and `results/*.tar.gz` holds executed chapters,
+    these are unpacked. Chapters still missing are copied, unexecuted, from `notebooks_dir`
+    (default: `notebooks/` beside the book), marked as such; the summary then says no runs are
+    here. Returns {"info": the build info or None, "not_executed": chapters copied unexecuted,
+    "left": chapters of an unfinished `execute` kept as they are, "archive": unpacked or None}.
+    """
+    book_dir = Path(book_dir)
+    notebooks_dir = notebooks_beside(book_dir) if notebooks_dir is None else Path(notebooks_dir)
+    executed = book_dir / "executed"
+    chapters = toc_chapters(book_dir)
+    state: dict = {
+        "info": _complete_info(book_dir),
+        "not_executed": [],
+        "left": [],
+        "archive": None,
+    }
+    if state["info"] is None and not any(
+        not _is_placeholder(p) for p in executed.glob("[0-9][0-9]_*.ipynb")
+    ):
+        found = results_archive(book_dir.parent)
+        if found is not None:
+            _unpack_results(*found, book_dir)
+            state["archive"] = found[0].name
+            state["info"] = _complete_info(book_dir)
+    executed.mkdir(parents=True, exist_ok=True)
+    for name in chapters:
+        target = executed / name
+        if target.is_file() and not _is_placeholder(target):
+            if state["info"] is None or name not in state["info"]["notebooks"]:
+                state["left"].append(name)
+            continue
+        if (notebooks_dir / name).is_file():
+            _placeholder(notebooks_dir / name, target)
+            state["not_executed"].append(name)
+    summary = book_dir / "summary.md"
+    if state["info"] is None:
+        summary.write_text(NOT_EXECUTED_SUMMARY.format(no_runs=NO_RUNS, run_it=RUN_IT))
+    elif not summary.is_file() or NO_RUNS in summary.read_text():  # none, or the stand-in
+        summary.write_text(NOT_PREPARED_SUMMARY.format(describe=describe(state["info"])))
+    return state
+
+
+def banner(state: dict) -> str:
+    """The announcement on every page for `materialise`'s state."""
+    info, missing, left = state["info"], state["not_executed"], state["left"]
+    if info is None:
+        text = f"These chapters are not executed: {RUN_IT}."
+        if left:
+            text += f" ({len(left)} ran in an unfinished `make book`: `RESUME=1` keeps those.)"
+        return text
     text = f"Notebooks executed with {describe(info)}."
+    if missing:
+        names = ", ".join(Path(n).stem for n in missing)
+        text += f" Not executed: {names}; {RUN_IT}."
+    return text
+
+
+def _on_config_inited(app, config) -> None:
+    state = materialise(Path(app.srcdir))
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(banner(state), quote=False))
     config.html_theme_options = {**config.html_theme_options, "announcement": text}
 
 
 def setup(app) -> dict:
-    """Sphinx entry point: a banner with the build's profile, data and machine on every page."""
-    app.connect("config-inited", _announce)
+    """Sphinx entry point: first make the book buildable (`materialise`: chapters unpacked from
+    a results archive or copied unexecuted when `make book` did not execute them), then put the
+    banner with the build's profile, data and machine (or that it was not executed) on every
+    page. Sphinx looks for the source files only after config-inited."""
+    app.connect("config-inited", _on_config_inited, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -467,7 +732,8 @@ KNOWN_JS_ERRORS = (
 
 def problems(found: dict) -> list[str]:
     """What is wrong with the pages `check_site` found: pages that did not render, images not
-    shown, Python tracebacks, a missing banner, JavaScript errors (other than KNOWN_JS_ERRORS)."""
+    shown, Python tracebacks, a missing banner (or one saying the chapters are not executed),
+    JavaScript errors (other than KNOWN_JS_ERRORS)."""
     out = []
     for name, page in found.items():
         if not page["h1"]:
@@ -476,7 +742,9 @@ def problems(found: dict) -> list[str]:
             out.append(f"{name}: images not shown: {', '.join(page['broken'])}")
         if page["errors"] or "Traceback (most recent call last)" in page["text"]:
             out.append(f"{name}: shows a Python traceback or an error output")
-        if "profile" not in page["banner"]:
+        if page["banner"].startswith("These chapters are not executed"):
+            out.append(f"{name}: the chapters are not executed (make book PROFILE=...)")
+        elif "profile" not in page["banner"]:
             out.append(f"{name}: no banner with the profile, data and machine")
         for error in page["exceptions"]:
             if not any(known in error for known in KNOWN_JS_ERRORS):
@@ -491,8 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m igkd.book", description=__doc__.split("\n")[0])
     parser.add_argument(
         "step",
-        choices=["execute", "prepare", "build", "check", "all"],
-        help="all: execute to build",
+        choices=["execute", "prepare", "build", "check", "all", "toc"],
+        help="all: execute to build; toc: rewrite book/_toc.yml from notebooks/",
     )
     parser.add_argument("--profile", default=None, help="ci | quick | paper | auto ($IGKD_PROFILE)")
     parser.add_argument("--book", type=Path, default=BOOK_DIR, help="the book folder")
@@ -501,10 +769,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep executed notebooks that finished in this profile from unchanged cells",
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="the run-cache archive the runs were imported from (its manifest goes in the banner)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.step == "toc":
+            print(f"wrote {write_toc(args.book)}")
         if args.step in ("execute", "all"):
-            execute(args.profile, args.book, resume=args.resume)
+            execute(args.profile, args.book, resume=args.resume, results=args.results)
         if args.step in ("prepare", "all"):
             prepare(args.book)
         if args.step in ("build", "all"):

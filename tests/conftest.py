@@ -1,10 +1,10 @@
-"""Shared fixtures: an isolated run cache, tiny CIFAR-10 copies in both layouts, the real data."""
+"""Shared fixtures: tiny CIFAR-10 copies in both layouts, the real data. The session's profile (ci
+unless IGKD_PROFILE is set) and its isolated run cache are set by the repository's conftest.py."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,17 +67,6 @@ def threads_client():
         Client(cluster, set_as_default=False) as client,
     ):
         yield client
-
-
-def pytest_configure(config):
-    """Give the whole session (and the notebook kernels nbval starts) its own run cache, so tests
-    never read or write a developer's runs. Set IGKD_RUNS_KEEP=1 to use $IGKD_RUNS instead.
-
-    pytest-xdist workers inherit the controller's directory, so a teacher or IG store that one
-    worker's notebook made is reused by the others (and by the book test); the run cache's locks
-    make that safe."""
-    if "IGKD_RUNS_KEEP" not in os.environ and not hasattr(config, "workerinput"):
-        os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they will

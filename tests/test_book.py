@@ -4,9 +4,11 @@ opened in a real headless Chromium; plus the summary's choice of runs and prepar
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
+import tarfile
 import time
 from types import SimpleNamespace
 
@@ -267,6 +269,8 @@ def _executed_book(tmp_path, cells, profile="ci"):
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["papermill"] = {"parameters": {"profile": profile}, "end_time": "2025-01-01T00:00"}
     nbformat.write(nb, executed / "00_x.ipynb")
+    (tmp_path / "notebooks").mkdir()  # the notebooks beside the book: the table of contents
+    nbformat.write(nbformat.v4.new_notebook(cells=cells[:1]), tmp_path / "notebooks" / "00_x.ipynb")
     info = {
         "profile": "ci",
         "data": "synthetic",
@@ -297,13 +301,25 @@ def test_prepare_hides_injected_parameters_and_writes_toc(tmp_path, ci_cache):
     params.metadata["tags"] = ["parameters"]
     injected = nbformat.v4.new_code_cell('profile = "ci"')
     injected.metadata["tags"] = ["injected-parameters"]
-    cells = [nbformat.v4.new_markdown_cell("# 00 · X"), params, injected]
+    bar = nbformat.v4.new_code_cell("train()")  # tqdm's progress bar, an ipywidget, then a print
+    bar.outputs = [
+        nbformat.v4.new_output(
+            "display_data", {book.WIDGET_VIEW: {"model_id": "m1"}, "text/plain": "100%|###|"}
+        ),
+        nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+    ]
+    cells = [nbformat.v4.new_markdown_cell("# 00 · X"), params, injected, bar]
     src = _executed_book(tmp_path, cells)
+    nb = nbformat.read(src / "executed" / "00_x.ipynb", as_version=4)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"m1": {}}}}
+    nbformat.write(nb, src / "executed" / "00_x.ipynb")
     book.prepare(src)
     book.prepare(src)  # twice: one note, not two
     nb = nbformat.read(src / "executed" / "00_x.ipynb", as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
-    assert tags == [[], [book.NOTE_TAG], ["parameters"], ["injected-parameters", "remove-cell"]]
+    assert tags == [[], [book.NOTE_TAG], ["parameters"], ["injected-parameters", "remove-cell"], []]
+    assert [o.output_type for o in nb.cells[-1].outputs] == ["stream"], "the widget is removed"
+    assert "widgets" not in nb.metadata
     assert "Run with profile ci" in nb.cells[1].source and "`profile='ci'`" in nb.cells[1].source
     assert book.pages(src) == [
         "intro.html",
@@ -390,3 +406,134 @@ def test_execute_resume_keeps_finished_notebooks_and_reruns_edited_ones(tmp_path
     assert book._reusable(executed, nbs / "01_a.ipynb", "quick") is None  # another profile
     book.execute("ci", out, nbs)  # without resume everything runs again
     assert log.read_text().endswith(" 02_b edited01_a ci 02_b edited")
+
+
+# --- the committed table of contents, and a book built without `make book` -------------------------
+
+
+def test_committed_toc_has_one_chapter_per_notebook():
+    """book/_toc.yml is committed; `prepare` rewrites it from notebooks/, so they must agree (a new
+    notebook needs `python -m igkd.book toc`)."""
+    assert (book.BOOK_DIR / "_toc.yml").read_text() == book.toc_text(book.NOTEBOOKS_DIR)
+    assert book.toc_chapters(book.BOOK_DIR) == [p.name for p in book.notebooks()]
+
+
+def _archive(path, manifest: dict, extra: dict[str, bytes] | None = None):
+    """A .tar.gz whose first member is manifest.json, then `extra` {name: bytes}."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in {"manifest.json": json.dumps(manifest).encode(), **(extra or {})}.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+MANIFEST = {
+    "format": "igkd-runs",
+    "created": "2025-03-04T05:06:07+00:00",
+    "git_revision": "abc1234",
+    "machine": {"cpu": "Big CPU", "cores": 64, "memory_gb": 512, "gpu": "H200", "os": "Linux"},
+    "profile": "quick",
+    "note": "a note",
+    "runs": [{"kind": "teacher"}, {"kind": "student"}],
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_book_without_executed_notebooks_then_make_book(tmp_path, ci_cache):
+    """Built as typed on a fresh clone, the book holds the notebooks unexecuted and says so;
+    executing them (with a results archive named) replaces every stand-in."""
+    nbs, src = tmp_path / "notebooks", tmp_path / "book"
+    nbs.mkdir()
+    src.mkdir()
+    for name in ("00_a", "01_b"):
+        _tiny_notebook(nbs / f"{name}.ipynb", "print(profile)")
+    book.write_toc(src)
+    assert book.toc_chapters(src) == ["00_a.ipynb", "01_b.ipynb"]
+
+    state = book.materialise(src)
+    assert state == {"info": None, "not_executed": ["00_a.ipynb", "01_b.ipynb"], "left": [],
+                     "archive": None}  # fmt: skip
+    copy = nbformat.read(src / "executed" / "00_a.ipynb", as_version=4)
+    assert copy.metadata[book.NOT_EXECUTED] and not any(c.get("outputs") for c in copy.cells)
+    assert "Not executed" in copy.cells[0].source and book.NOTE_TAG in copy.cells[0].metadata.tags
+    assert "No runs here" in (src / "summary.md").read_text()
+    assert book.banner(state).startswith("These chapters are not executed: run `make book")
+    mtime = (src / "executed" / "00_a.ipynb").stat().st_mtime_ns
+    assert book.materialise(src)["not_executed"] == ["00_a.ipynb", "01_b.ipynb"]
+    assert (src / "executed" / "00_a.ipynb").stat().st_mtime_ns == mtime, "not rewritten"
+    with pytest.raises(BookError, match="execute the notebooks first"):
+        book.prepare(src)  # stand-ins are no build
+    (src / "executed" / "01_b.ipynb").write_text("{")  # cut short by a kill: replaced
+    shutil.copy(nbs / "00_a.ipynb", src / "executed" / "00_a.ipynb")  # as if run by a killed build
+    state = book.materialise(src)
+    assert state["left"] == ["00_a.ipynb"] and state["not_executed"] == ["01_b.ipynb"]
+    assert "(1 ran in an unfinished `make book`: `RESUME=1` keeps those.)" in book.banner(state)
+
+    archive = _archive(tmp_path / "runs.tar.gz", MANIFEST)
+    info = book.execute("ci", src, nbs, results=archive)
+    book.prepare(src)
+    assert info["results"]["archive"] == "runs.tar.gz"
+    assert info["results"]["runs"] == 2, "the number of runs, not the manifest's list of files"
+    for name in ("00_a.ipynb", "01_b.ipynb"):
+        nb = nbformat.read(src / "executed" / name, as_version=4)
+        assert book.NOT_EXECUTED not in nb.metadata and nb.cells[-1].outputs, name
+    state = book.materialise(src)
+    assert state["info"] is not None and state["not_executed"] == [] and state["left"] == []
+    text = book.banner(state)
+    assert text.startswith("Notebooks executed with profile ci")
+    assert (
+        "runs imported from the archive runs.tar.gz (made 2025-03-04 on Big CPU, 64 cores" in text
+    )
+    assert "H200, git abc1234, profile quick)" in text
+    assert "# Results" in (src / "summary.md").read_text(), "prepare's summary is kept"
+
+    _tiny_notebook(nbs / "02_c.ipynb", "print(profile)")  # a chapter added since the build
+    book.write_toc(src)
+    state = book.materialise(src)
+    assert state["info"] is not None and state["not_executed"] == ["02_c.ipynb"]
+    assert "Not executed: 02_c;" in book.banner(state)
+
+
+def test_book_from_a_results_archive(tmp_path):
+    """Without executed notebooks, a results archive's executed chapters are unpacked (over the
+    stand-ins of an earlier build)."""
+    nbs, src = tmp_path / "notebooks", tmp_path / "book"
+    nbs.mkdir()
+    src.mkdir()
+    _tiny_notebook(nbs / "00_a.ipynb", "print(profile)")
+    book.write_toc(src)
+    assert book.materialise(src)["not_executed"] == ["00_a.ipynb"]  # a first build, no archive
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 · A")])
+    info = {
+        "profile": "paper",
+        "data": "CIFAR-10",
+        "machine": MANIFEST["machine"],
+        "environment": {**profiles.environment("ci"), "threads": 8},
+        "notebooks": {"00_a.ipynb": {"seconds": 1.0}},
+    }
+    (tmp_path / "results").mkdir()
+    _archive(tmp_path / "results" / "paper.tar.gz", MANIFEST, {
+        "book/executed/00_a.ipynb": nbformat.writes(executed).encode(),
+        "book/executed/_build_info.json": json.dumps(info).encode(),
+        "book/summary.md": b"# Results from the archive\n",
+    })  # fmt: skip
+    state = book.materialise(src)
+    assert state["archive"] == "paper.tar.gz" and state["info"]["profile"] == "paper"
+    assert state["not_executed"] == [] and state["left"] == []
+    assert book.banner(state).startswith("Notebooks executed with profile paper")
+    assert (src / "summary.md").read_text() == "# Results from the archive\n"
+    assert (
+        nbformat.read(src / "executed" / "00_a.ipynb", as_version=4).cells[0].source == "# 00 · A"
+    )
+
+
+def test_read_manifest_reads_the_first_member_only(tmp_path):
+    assert book.read_manifest(_archive(tmp_path / "a.tar.gz", MANIFEST)) == MANIFEST
+    with tarfile.open(tmp_path / "b.tar.gz", "w:gz") as tar:
+        tar.add(_archive(tmp_path / "a.tar.gz", MANIFEST), "other.tar.gz")
+    with pytest.raises(BookError, match="first member is not manifest.json"):
+        book.read_manifest(tmp_path / "b.tar.gz")
+    (tmp_path / "c.tar.gz").write_text("not a tar")
+    with pytest.raises(BookError, match="not a run-cache archive"):
+        book.read_manifest(tmp_path / "c.tar.gz")

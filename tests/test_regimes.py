@@ -40,7 +40,11 @@ def _study(tmp_path, gap: float, noise: list[float]) -> list[dict]:
     for seed, n in enumerate(noise):
         base = 50 + n
         out.append(_entry(tmp_path, SMALL, "student", seed, [base - 5, base - 1, base]))
-        out.append(_entry(tmp_path, SMALL, "KD_IG", seed, [base - 4, base + gap - 1, base + gap + 0.2 * seed]))
+        out.append(
+            _entry(
+                tmp_path, SMALL, "KD_IG", seed, [base - 4, base + gap - 1, base + gap + 0.2 * seed]
+            )
+        )
     return out
 
 
