@@ -167,6 +167,7 @@ class ProfileRuns:
     teachers: list[dict]  # metrics of teacher runs with the profile's recipe
     students: list[dict]  # metrics (+ "run": folder name) of preset runs with the default fixes
     other_students: int  # student runs of the profile left out (other settings)
+    run_paths: list[Path] = dataclasses.field(default_factory=list)  # the runs counted
 
 
 def collect(profile: str | None = None, data_root: str | Path | None = None) -> ProfileRuns:
@@ -190,11 +191,11 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         same = m.get("environment", {}).get("profile") == prof.name
         return m if same and run.config.get("test_data") == test_ds.fingerprint else None
 
-    teachers = [
-        m
-        for run in runs.find_runs("teacher")
-        if (m := mine(run)) is not None and run.config.get("recipe") == teacher_recipe
-    ]
+    teachers, run_paths = [], []
+    for run in runs.find_runs("teacher"):
+        if (m := mine(run)) is not None and run.config.get("recipe") == teacher_recipe:
+            teachers.append(m)
+            run_paths.append(run.path)
     students, other = [], 0
     for run in runs.find_runs("student"):
         m = mine(run)
@@ -211,10 +212,19 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         )
         if default:
             students.append({**m, "run": run.path.name})
+            run_paths.append(run.path)
         else:
             other += 1
     return ProfileRuns(
-        prof.name, test_ds.source, len(train_ds), share, epochs, teachers, students, other
+        prof.name,
+        test_ds.source,
+        len(train_ds),
+        share,
+        epochs,
+        teachers,
+        students,
+        other,
+        run_paths,
     )
 
 
@@ -360,10 +370,39 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         data=found.data,
         values=values,
         other_students=found.other_students,
+        provenance=provenance(found.run_paths),
         students=f"{found.epochs} epoch(s) on "
         + (f"{found.share:.0%} of the training set" if found.share < 1 else "all training images"),
     )
     return table
+
+
+def provenance(run_paths: list[Path]) -> str:
+    """Which code revision computed the counted runs, and which of them came from an archive
+    (`igkd runs import`) made where and when: one sentence for the page, '' without runs."""
+    from igkd import archive
+
+    if not run_paths:
+        return ""
+    revs = archive.revisions(run_paths)
+    text = (
+        f"The {len(run_paths)} runs counted here were computed by igkd git revision(s) "
+        + (", ".join(f"`{r}`" for r in revs) if revs else "unknown")
+        + "."
+    )
+    imported: dict[str, list[dict]] = {}
+    for p in run_paths:
+        info = archive.provenance(p)
+        if info.get("imported_from"):
+            imported.setdefault(info["imported_from"], []).append(info)
+    for name, infos in imported.items():
+        m = infos[0].get("machine") or {}
+        text += (
+            f" {len(infos)} of them were imported from `{name}` (made {infos[0].get('created')}"
+            + (f" on {m.get('cpu')}, {m.get('gpu') or 'no GPU'}" if m else "")
+            + ")."
+        )
+    return text
 
 
 # --- markdown --------------------------------------------------------------------------------------
@@ -421,6 +460,8 @@ def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
         "CIFAR-10.",
         "",
     ]
+    if table.attrs.get("provenance"):
+        parts += [table.attrs["provenance"], ""]
     if table.attrs.get("other_students"):
         parts += [
             f"{table.attrs['other_students']} student run(s) of this profile with non-default "

@@ -264,6 +264,12 @@ def test_provenance_of_runs_from_another_revision(tmp_path, monkeypatch) -> None
         assert p["exported"] == manifest["created"] and p["machine"] == manifest["machine"]
     assert archive.revisions(report.imported) == ["0123456"]
     assert archive.provenance(made["teacher"])["imported_from"] is None  # a local run
+    # the summary page names the revision that computed the numbers and the archive they came from
+    from igkd import report as summary
+
+    text = summary.provenance(list(report.imported))
+    assert "`0123456`" in text and "imported from `theirs.tar.gz`" in text
+    assert summary.provenance([]) == ""
 
 
 # --- 6. a kill during import -------------------------------------------------------------------
