@@ -14,6 +14,12 @@ The run cache's hash covers kind, config and igkd version, not the git revision,
 are cache hits for a checkout with the same igkd version. Which revision computed a run stays in
 its metadata.json (every attempt's `git_revision`); `provenance` and `revisions` read it back, so
 report tables can say which code made the numbers.
+
+With `book` (`igkd runs export --book`), the archive also carries the executed book: the notebooks
+and `_build_info.json` of `book/executed/` and `book/summary.md`, as `executed/<name>`, listed under
+the manifest's "book" and verified like the runs. Such an archive has schema 2 (a reader of schema
+1 would not know the book is there); one without a book is still written as schema 1, and both are
+read. `extract_book` verifies the whole archive, then writes its book where `igkd.book` builds it.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from igkd.errors import ArchiveError
 if TYPE_CHECKING:
     from igkd.runs import Run
 
-FORMAT, SCHEMA = "igkd-runs", 1
+FORMAT, SCHEMA = "igkd-runs", 2  # the newest schema read; an archive without a book is schema 1
 MANIFEST = "manifest.json"
+# The executed book: its members' prefix, and its files (igkd.book's names; tests check they agree).
+BOOK, INFO_FILE, SUMMARY = "executed/", "_build_info.json", "summary.md"
 # attribution.STORE_KIND, not imported: attribution imports torch, and this module stays light so
 # that `igkd runs ...` starts fast (tests check the two agree).
 IG_KIND = "ig_maps"
@@ -150,6 +158,50 @@ class _Hashing:
         return chunk
 
 
+def _hashed(files: dict[str, Path]) -> dict[str, dict]:
+    """{name: {"sha256", "bytes"}} of the files {name: path}."""
+    listed = {}
+    for rel, path in files.items():
+        with open(path, "rb") as f:
+            listed[rel] = dict(zip(("sha256", "bytes"), _digest(f), strict=True))
+    return listed
+
+
+def _book_files(executed: Path) -> dict[str, Path]:
+    """The files of the executed book in `executed` that travel, {name: path}: its notebooks (not
+    the unexecuted stand-ins a book build copies in), `summary.md` beside the folder if there is
+    one, and `_build_info.json`. ArchiveError unless it is a complete build without failures."""
+    import nbformat
+
+    from igkd.book import NOT_EXECUTED, _error_of
+
+    info = _read_json(executed / INFO_FILE)
+    if not isinstance(info, dict) or not isinstance(info.get("notebooks"), dict):
+        raise ArchiveError(
+            f"{executed} has no readable {INFO_FILE}: not an executed book (make book writes one)"
+        )
+    files = {}
+    for path in sorted(executed.glob("*.ipynb")):
+        if not _plain(path.name) or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except (OSError, ValueError) as e:
+            raise ArchiveError(f"{path} is not a readable notebook ({type(e).__name__})") from e
+        if error := _error_of(nb):
+            raise ArchiveError(f"{path} failed ({error}): an archive must not carry a broken book")
+        if not nb.metadata.get(NOT_EXECUTED):
+            files[path.name] = path
+    if missing := sorted(info["notebooks"].keys() - files.keys()):
+        raise ArchiveError(
+            f"{executed}: {', '.join(missing)} of {INFO_FILE} missing or not executed; an archive "
+            "must not carry an incomplete book"
+        )
+    if (executed.parent / SUMMARY).is_file():
+        files[SUMMARY] = executed.parent / SUMMARY
+    return {**files, INFO_FILE: executed / INFO_FILE}
+
+
 def export_runs(
     out: Path | str,
     *,
@@ -159,13 +211,17 @@ def export_runs(
     ig: bool = False,
     runs_dir: Path | str | None = None,
     note: str | None = None,
+    book: Path | str | None = None,
 ) -> dict:
     """Write the finished runs of the run cache to the archive `out` (.tar.gz); return its manifest.
 
     `profile` keeps the runs of one profile (IG stores: that of their teacher, or used by a kept
     student); `kinds` keeps those kinds. `models=False` writes only config, metadata, metrics,
     history and DONE. IG stores travel only with `ig=True` (or `ig_maps` in `kinds`), never
-    without models. The archive appears complete or not at all (temp file, then os.replace).
+    without models. `book`: an executed book folder (`book/executed`) whose notebooks,
+    `_build_info.json` and the `summary.md` beside it travel too (schema 2); ArchiveError when it
+    lacks its build info, a notebook of it failed or one is missing. The archive appears complete
+    or not at all (temp file, then os.replace).
     """
     from igkd import profiles
     from igkd.book import machine  # lazily: book is the notebook tooling
@@ -180,6 +236,7 @@ def export_runs(
         raise ArchiveError(
             "IG stores travel with their maps: --ig and --metrics-only exclude each other"
         )
+    book_files = _book_files(Path(book).expanduser()) if book is not None else None
     chosen, stores = [], []
     for kind, h, run in _finished(root):
         if kind == IG_KIND:
@@ -197,17 +254,14 @@ def export_runs(
         which += f" of kind {', '.join(kinds)}" if kinds else ""
         raise ArchiveError(f"no finished runs{which} to export in {root}")
 
-    entries = []
+    entries, members = [], []  # members: (name in the archive, file, {sha256, bytes})
     for kind, h, run in chosen:
-        files = {}
-        for rel in _files(run, models):
-            with open(run / rel, "rb") as f:
-                sha, n = _digest(f)
-            files[rel] = {"sha256": sha, "bytes": n}
+        files = _hashed({rel: run / rel for rel in _files(run, models)})
         entries.append({"kind": kind, "hash": h, "profile": _profile(run, root), "files": files})
+        members += [(f"{kind}/{h}/{rel}", run / rel, meta) for rel, meta in files.items()]
     manifest = {
         "format": FORMAT,
-        "schema": SCHEMA,
+        "schema": 1 if book_files is None else 2,
         "created": _now(),
         "igkd_version": igkd.__version__,
         "git_revision": paths.git_revision(),
@@ -217,6 +271,9 @@ def export_runs(
         "metrics_only": not models,
         "runs": entries,
     }
+    if book_files is not None:
+        manifest["book"] = _hashed(book_files)
+        members += [(BOOK + rel, book_files[rel], m) for rel, m in manifest["book"].items()]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -231,16 +288,14 @@ def export_runs(
                 info = tarfile.TarInfo(MANIFEST)
                 info.size, info.mtime, info.mode = len(text), time.time(), 0o644
                 tar.addfile(info, io.BytesIO(text))
-                for entry, (kind, h, run) in zip(entries, chosen, strict=True):
-                    for rel, meta in entry["files"].items():
-                        st = (run / rel).stat()
-                        info = tarfile.TarInfo(f"{kind}/{h}/{rel}")
-                        info.size, info.mtime, info.mode = meta["bytes"], st.st_mtime, 0o644
-                        with open(run / rel, "rb") as f:
-                            reader = _Hashing(f)
-                            tar.addfile(info, reader)
-                        if reader.h.hexdigest() != meta["sha256"]:
-                            raise ArchiveError(f"{run / rel} changed while it was exported; retry")
+                for name, path, meta in members:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.mode = meta["bytes"], path.stat().st_mtime, 0o644
+                    with open(path, "rb") as f:
+                        reader = _Hashing(f)
+                        tar.addfile(info, reader)
+                    if reader.h.hexdigest() != meta["sha256"]:
+                        raise ArchiveError(f"{path} changed while it was exported; retry")
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, out)
@@ -254,8 +309,8 @@ def export_runs(
 
 
 def _check_manifest(archive: Path, manifest: Any) -> dict[str, dict]:
-    """The files the manifest lists, `<kind>/<hash>/<rel>` -> {sha256, bytes}; ArchiveError naming
-    what is wrong when this is not a manifest this igkd can read."""
+    """The files the manifest lists, `<kind>/<hash>/<rel>` and `executed/<name>` -> {sha256,
+    bytes}; ArchiveError naming what is wrong when this is not a manifest this igkd can read."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArchiveError(
             f"{archive} is not an igkd runs archive (manifest format is not {FORMAT!r})"
@@ -266,26 +321,43 @@ def _check_manifest(archive: Path, manifest: Any) -> dict[str, dict]:
             f"{archive} has archive schema {schema}, newer than this igkd {igkd.__version__} reads "
             f"(schema {SCHEMA}); upgrade igkd to import it"
         )
-    if schema != SCHEMA:
+    if schema not in (1, 2):
         raise ArchiveError(f"{archive} has an unknown archive schema {schema!r}")
+    book = manifest.get("book", {})
+    if not isinstance(book, dict) or (INFO_FILE in book) != (schema == 2):
+        raise ArchiveError(
+            f"{archive}: the manifest's book is malformed (schema 2 archives, and only those, "
+            f"carry one, with its {INFO_FILE})"
+        )
     listed: dict[str, dict] = {}
     for entry in manifest.get("runs") if isinstance(manifest.get("runs"), list) else [None]:
         ok = isinstance(entry, dict) and _plain(entry.get("kind")) and _plain(entry.get("hash"))
-        if not ok or not isinstance(entry.get("files"), dict):
+        if not ok or not isinstance(entry.get("files"), dict) or f"{entry['kind']}/" == BOOK:
             raise ArchiveError(f"{archive}: the manifest lists a malformed run: {entry!r}")
-        run = f"{entry['kind']}/{entry['hash']}"
+        run = f"{entry['kind']}/{entry['hash']}/"
         if not {"config.json", "DONE"} <= entry["files"].keys():
             raise ArchiveError(
-                f"{archive}: run {run} lacks config.json or DONE; not a finished run"
+                f"{archive}: run {run[:-1]} lacks config.json or DONE; not a finished run"
             )
-        for rel, meta in entry["files"].items():
-            good = _safe_rel(rel) and isinstance(meta, dict) and isinstance(meta.get("bytes"), int)
-            if not good or not re.fullmatch(r"[0-9a-f]{64}", str(meta.get("sha256"))):
-                raise ArchiveError(f"{archive}: the manifest entry {run}/{rel!r} is malformed")
-            if f"{run}/{rel}" in listed:
-                raise ArchiveError(f"{archive}: the manifest lists {run}/{rel} twice")
-            listed[f"{run}/{rel}"] = meta
+        _list(archive, listed, run, entry["files"], _safe_rel)
+    _list(archive, listed, BOOK, book, _book_name)
     return listed
+
+
+def _book_name(name: object) -> bool:
+    """A file of an executed book: a notebook, the build info or the summary."""
+    return _plain(name) and (name.endswith(".ipynb") or name in (INFO_FILE, SUMMARY))
+
+
+def _list(archive: Path, listed: dict, prefix: str, files: dict, good: Callable) -> None:
+    """Add the manifest's `files` {name: {sha256, bytes}} to `listed` as `<prefix><name>`."""
+    for rel, meta in files.items():
+        ok = good(rel) and isinstance(meta, dict) and isinstance(meta.get("bytes"), int)
+        if not ok or not re.fullmatch(r"[0-9a-f]{64}", str(meta.get("sha256"))):
+            raise ArchiveError(f"{archive}: the manifest entry {prefix}{rel!r} is malformed")
+        if prefix + rel in listed:
+            raise ArchiveError(f"{archive}: the manifest lists {prefix}{rel} twice")
+        listed[prefix + rel] = meta
 
 
 def _read(archive: Path, dest: Callable[[str], Path | None] = lambda name: None) -> dict:
@@ -367,19 +439,24 @@ def _write(path: Path, f: IO[bytes], mtime: float) -> tuple[str, int]:
     return result
 
 
+def _existing(archive: Path | str) -> Path:
+    archive = Path(archive).expanduser()
+    if not archive.is_file():
+        raise ArchiveError(f"{archive} does not exist or is not a file")
+    return archive
+
+
 def import_runs(archive: Path | str, runs_dir: Path | str | None = None) -> ImportReport:
     """Add the runs of `archive` (written by `export_runs`) to the run cache; overwrite nothing.
 
     The whole archive is checked against its manifest first (readable, complete, known schema,
     every file listed with matching size and SHA-256, no unsafe paths); any problem raises
     ArchiveError and writes nothing. A run finished here already is skipped; one here unfinished is
-    left alone. Each imported run gets an `imported.json` (archive, its SHA-256, import time, the
-    archive's git revision, machine and creation date).
+    left alone. An executed book in the archive is checked, not imported (see `extract_book`). Each
+    imported run gets an `imported.json` (archive, its SHA-256, import time, the archive's git
+    revision, machine and creation date).
     """
-    archive = Path(archive).expanduser()
-    if not archive.is_file():
-        raise ArchiveError(f"{archive} does not exist or is not a file")
-
+    archive = _existing(archive)
     manifest = _read(archive)
     with open(archive, "rb") as f:
         archive_sha = _digest(f)[0]
@@ -430,6 +507,35 @@ def import_runs(archive: Path | str, runs_dir: Path | str | None = None) -> Impo
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def extract_book(archive: Path | str, book_dir: Path | str) -> list[Path]:
+    """Write the executed book that `archive` carries (`export_runs(book=...)`) into `book_dir`:
+    notebooks and `_build_info.json` into `<book_dir>/executed/`, `summary.md` into
+    `<book_dir>/summary.md`; return the files written. The whole archive is checked as
+    `import_runs` checks it, its book staged in hidden temp files beside their targets; only then
+    does each replace its target (atomically). Any problem, or an archive without a book, raises
+    ArchiveError and leaves the book folder as it was."""
+    archive, book_dir, staged = _existing(archive), Path(book_dir), {}
+
+    def dest(name: str) -> Path | None:
+        if not name.startswith(BOOK):
+            return None
+        rel = name.removeprefix(BOOK)
+        target = book_dir / rel if rel == SUMMARY else book_dir / "executed" / rel
+        tmp = target.with_name(f".{rel}.{os.getpid()}.tmp")
+        staged[tmp] = target
+        return tmp
+
+    try:
+        if "book" not in _read(archive, dest):
+            raise ArchiveError(f"{archive} carries no executed book (igkd runs export --book)")
+        for tmp, target in staged.items():  # in the archive's order: the build info last
+            os.replace(tmp, target)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+    return list(staged.values())
 
 
 # --- provenance -------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ chapter per notebook of `notebooks/`; committed, so `toc` rewrites the same file
 This module is also the Sphinx extension (`sphinx: extra_extensions` in _config.yml) that puts the
 profile, data and machine in a banner on every page; and, so that `jupyter-book build book/` works
 on a fresh clone, at the start of every build it fills in what an executed build would have put in
-`book/executed/`: the chapters of a results archive (`results/*.tar.gz` holding an `executed/`
-folder) when there is one, else the notebooks unexecuted, under a banner that says so.
+`book/executed/`: the chapters of a results archive (the newest `results/*.tar.gz` written by
+`igkd runs export --book`, used only when `igkd.archive.extract_book` verifies all of it) when
+there is one, else the notebooks unexecuted, under a banner that says so.
 """
 
 from __future__ import annotations
@@ -434,19 +435,17 @@ def _complete_info(book_dir: Path) -> dict | None:
     return None
 
 
-def results_archive(repo: Path) -> tuple[Path, list[tarfile.TarInfo]] | None:
-    """The newest `<repo>/results/*.tar.gz` that holds executed chapters (an `executed/` folder
-    with `_build_info.json`), with the members of that folder; None when there is none."""
+def results_archive(repo: Path) -> Path | None:
+    """The newest `<repo>/results/*.tar.gz` whose manifest lists an executed book (written by
+    `igkd runs export --book`), or None. Only the manifests are read here: `materialise` has
+    `archive.extract_book` verify the whole archive before it uses any of it."""
     for archive in sorted((Path(repo) / "results").glob("*.tar.gz"), key=_mtime, reverse=True):
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                members = [m for m in tar.getmembers() if m.isfile()]
-        except (OSError, tarfile.TarError):
+            carried = read_manifest(archive).get("book")
+        except BookError:  # not a run-cache archive at all
             continue
-        info = [m for m in members if Path(m.name).parts[-2:] == ("executed", INFO_FILE)]
-        if info:
-            folder = Path(info[0].name).parent
-            return archive, [m for m in members if Path(m.name).parent == folder]
+        if isinstance(carried, dict) and INFO_FILE in carried:
+            return archive
     return None
 
 
@@ -454,23 +453,21 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def _unpack_results(archive: Path, members: list[tarfile.TarInfo], book_dir: Path) -> None:
-    """The executed chapters and build info among `members` of `archive` into
-    `<book_dir>/executed/`; and the `summary.md` beside that `executed/` folder, if there is one,
-    into `<book_dir>/summary.md`."""
-    out = Path(book_dir) / "executed"
-    out.mkdir(parents=True, exist_ok=True)
-    (Path(book_dir) / "summary.md").unlink(missing_ok=True)  # another build's
-    with tarfile.open(archive, "r:gz") as tar:
-        for m in members:
-            name = Path(m.name).name  # only the file name: nothing lands outside executed/
-            if name == INFO_FILE or (name.endswith(".ipynb") and name[:2].isdigit()):
-                (out / name).write_bytes(tar.extractfile(m).read())
-        summary = Path(members[0].name).parent.parent / "summary.md"
-        for m in tar.getmembers():
-            if m.isfile() and Path(m.name) == summary:
-                (Path(book_dir) / "summary.md").write_bytes(tar.extractfile(m).read())
-                break
+def _unpack_results(archive: Path, book_dir: Path) -> bool:
+    """The executed book of `archive` into `<book_dir>` (`archive.extract_book`: all of it
+    verified first); a `summary.md` of another build goes when the archive has none. False when
+    the archive is refused: then nothing of it is used, and one line on stderr says why."""
+    from igkd import archive as runs_archive
+    from igkd.errors import ArchiveError
+
+    try:
+        written = runs_archive.extract_book(archive, book_dir)
+    except ArchiveError as e:
+        print(f"igkd.book: results archive {archive.name} refused, not used: {e}", file=sys.stderr)
+        return False
+    if Path(book_dir) / "summary.md" not in written:
+        (Path(book_dir) / "summary.md").unlink(missing_ok=True)
+    return True
 
 
 def _placeholder(source: Path, target: Path) -> None:
@@ -521,11 +518,14 @@ def materialise(book_dir: Path = BOOK_DIR, notebooks_dir: Path | None = None) ->
 
     Nothing changes when `execute` finished a build (its chapters stay, though prepare may not
     have run yet: then a summary that says so is written if there is none). Otherwise, when
-    `book/executed/` holds no executed notebook and `results/*.tar.gz` holds executed chapters,
-    these are unpacked. Chapters still missing are copied, unexecuted, from `notebooks_dir`
-    (default: `notebooks/` beside the book), marked as such; the summary then says no runs are
-    here. Returns {"info": the build info or None, "not_executed": chapters copied unexecuted,
-    "left": chapters of an unfinished `execute` kept as they are, "archive": unpacked or None}.
+    `book/executed/` holds no executed notebook and the newest `results/*.tar.gz` that carries an
+    executed book (`igkd runs export --book`) passes `archive.extract_book`'s verification, its
+    chapters are unpacked; an archive that fails it (altered, truncated) is not used at all, and
+    the banner says it was refused. Chapters still missing are copied, unexecuted, from
+    `notebooks_dir` (default: `notebooks/` beside the book), marked as such; the summary then says
+    no runs are here. Returns {"info": the build info or None, "not_executed": chapters copied
+    unexecuted, "left": chapters of an unfinished `execute` kept as they are, "archive": the
+    archive unpacked or None, "refused": the archive refused or None}.
     """
     book_dir = Path(book_dir)
     notebooks_dir = notebooks_beside(book_dir) if notebooks_dir is None else Path(notebooks_dir)
@@ -536,15 +536,16 @@ def materialise(book_dir: Path = BOOK_DIR, notebooks_dir: Path | None = None) ->
         "not_executed": [],
         "left": [],
         "archive": None,
+        "refused": None,
     }
     if state["info"] is None and not any(
         not _is_placeholder(p) for p in executed.glob("[0-9][0-9]_*.ipynb")
     ):
         found = results_archive(book_dir.parent)
-        if found is not None:
-            _unpack_results(*found, book_dir)
-            state["archive"] = found[0].name
-            state["info"] = _complete_info(book_dir)
+        if found is not None and _unpack_results(found, book_dir):
+            state["archive"], state["info"] = found.name, _complete_info(book_dir)
+        elif found is not None:
+            state["refused"] = found.name
     executed.mkdir(parents=True, exist_ok=True)
     for name in chapters:
         target = executed / name
@@ -568,6 +569,11 @@ def banner(state: dict) -> str:
     info, missing, left = state["info"], state["not_executed"], state["left"]
     if info is None:
         text = f"These chapters are not executed: {RUN_IT}."
+        if state.get("refused"):
+            text += (
+                f" (The results archive {state['refused']} was refused: it failed verification;"
+                " the build log says why.)"
+            )
         if left:
             text += f" ({len(left)} ran in an unfinished `make book`: `RESUME=1` keeps those.)"
         return text

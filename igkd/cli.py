@@ -86,7 +86,11 @@ def _runs_export(args: argparse.Namespace) -> None:
 
     from igkd import archive
 
-    out = Path(args.out).expanduser()
+    out, book = Path(args.out).expanduser(), args.book
+    if book is True:  # --book without a folder
+        from igkd.book import BOOK_DIR
+
+        book = BOOK_DIR / "executed"
     manifest = archive.export_runs(
         out,
         profile=args.profile,
@@ -95,12 +99,15 @@ def _runs_export(args: argparse.Namespace) -> None:
         ig=args.ig,
         runs_dir=args.runs,
         note=args.note,
+        book=book,
     )
     counts = Counter(r["kind"] for r in manifest["runs"])
     kinds = ", ".join(f"{k} {n}" for k, n in counts.items())
     n = out.stat().st_size
     size = f"{n / 2**20:.1f} MiB" if n >= 2**20 / 10 else f"{n / 2**10:.1f} KiB"
-    print(f"exported {len(manifest['runs'])} runs ({kinds}) to {out}, {size}")
+    chapters = sum(name.endswith(".ipynb") for name in manifest.get("book", {}))
+    with_book = f" and the executed book ({chapters} notebooks)" if "book" in manifest else ""
+    print(f"exported {len(manifest['runs'])} runs ({kinds}){with_book} to {out}, {size}")
 
 
 def _runs_import(args: argparse.Namespace) -> None:
@@ -152,6 +159,14 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     ig.add_argument("--ig", action="store_true", help="include the IG-map stores (large)")
     ig.add_argument("--no-ig", action="store_false", dest="ig", help="leave them out (default)")
     ex.add_argument("--note", default=None, help="free text stored in the manifest")
+    ex.add_argument(
+        "--book",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="also carry the executed book: DIR's notebooks and _build_info.json, and the "
+        "summary.md beside DIR (default DIR: book/executed); refused if a notebook failed",
+    )
     ex.set_defaults(func=_runs_export, ig=False)
     im = rsub.add_parser(
         "import", parents=[where], help="verify an archive, then add the runs missing here"

@@ -385,3 +385,138 @@ def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> Non
         assert same.path.name == student.path.name and not same.computed
         assert sweep.prerequisites(sweep.validate([config])) == {}
         assert sweep.prerequisites(sweep.validate([{**config, "seed": 1}])) != {}
+
+
+# --- 9. the executed book travels in the archive -------------------------------------------------
+
+
+def executed_book(folder: Path, failed: str | None = None) -> Path:
+    """`folder/executed` as `igkd.book.execute` leaves it (two tiny executed notebooks and the build
+    info) and `folder/summary.md` as `prepare` writes it; the notebook `failed` failed."""
+    import nbformat
+
+    from igkd import book
+
+    executed = folder / "executed"
+    executed.mkdir(parents=True)
+    for name in ("00_a.ipynb", "01_b.ipynb"):
+        cell = nbformat.v4.new_code_cell("print(profile)")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ci\n")]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}"), cell])
+        nb.metadata["papermill"] = {"parameters": {"profile": "ci"}, "exception": name == failed}
+        nbformat.write(nb, executed / name)
+    info = {
+        "profile": "ci",
+        "notebooks": {n: {"seconds": 1.0} for n in ("00_a.ipynb", "01_b.ipynb")},
+    }
+    (executed / book.INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (folder / "summary.md").write_text("# Results\n")
+    return executed
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_book_names_agree() -> None:
+    from igkd import book
+
+    assert archive.INFO_FILE == book.INFO_FILE and archive.SUMMARY in book.GENERATED
+
+
+def test_book_round_trip_and_schema(tmp_path, monkeypatch, capsys) -> None:
+    make_runs(tmp_path / "a", monkeypatch, students=1)
+    src = executed_book(tmp_path / "book")
+    out = tmp_path / "x.tar.gz"
+    args = ["runs", "export", str(out), "--runs", str(tmp_path / "a"), "--book", str(src)]
+    assert cli.main(args) == 0
+    assert "runs (teacher 1, student 1) and the executed book (2 notebooks) to" in (
+        capsys.readouterr().out
+    )
+    manifest = archive._read(out)
+    assert manifest["schema"] == 2
+    assert sorted(manifest["book"]) == [
+        "00_a.ipynb",
+        "01_b.ipynb",
+        "_build_info.json",
+        "summary.md",
+    ]
+    with tarfile.open(out) as tar:
+        names = [n for n in tar.getnames() if n.startswith("executed/")]
+    assert sorted(names) == [f"executed/{n}" for n in sorted(manifest["book"])]
+    assert names[-1] == "executed/_build_info.json", "written last, so extracted last"
+    plain = archive.export_runs(tmp_path / "plain.tar.gz", runs_dir=tmp_path / "a")
+    assert plain["schema"] == 1 and "book" not in plain, "schema 2 only with a book"
+    with pytest.raises(ArchiveError, match="carries no executed book"):
+        archive.extract_book(tmp_path / "plain.tar.gz", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
+
+    written = archive.extract_book(out, tmp_path / "c")
+    assert sorted(written) == sorted(
+        [tmp_path / "c" / "summary.md"]
+        + [
+            tmp_path / "c" / "executed" / n
+            for n in ("00_a.ipynb", "01_b.ipynb", "_build_info.json")
+        ]
+    )
+    assert files_under(tmp_path / "c") == files_under(tmp_path / "book"), "byte-identical"
+    report = archive.import_runs(out, runs_dir=tmp_path / "r")  # the book is not a run
+    assert len(report.imported) == 2 and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        ".import.lock",
+        "student",
+        "teacher",
+    ]
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate", "schema 1", "unlisted"])
+def test_damaged_book_is_refused_and_nothing_is_written(tmp_path, monkeypatch, damage) -> None:
+    make_runs(tmp_path / "a", monkeypatch, students=1)
+    out = tmp_path / "x.tar.gz"
+    archive.export_runs(out, runs_dir=tmp_path / "a", book=executed_book(tmp_path / "book"))
+
+    def edit(name: str, data: bytes) -> bytes:
+        if damage == "tamper" and name == "executed/01_b.ipynb":
+            return data.replace(b"ci\\n", b"CI\\n")
+        if damage == "schema 1" and name == "manifest.json":  # a book a schema-1 reader would miss
+            return json.dumps({**json.loads(data), "schema": 1}).encode()
+        return data
+
+    info = tarfile.TarInfo("executed/99_z.ipynb")
+    info.size = 2
+    bad = rebuild(
+        out, tmp_path / "bad.tar.gz", edit, [(info, b"{}")] if damage == "unlisted" else []
+    )
+    if damage == "truncate":
+        bad.write_bytes(out.read_bytes()[: out.stat().st_size - 200])
+    message = {
+        "tamper": "executed/01_b.ipynb has .* altered",
+        "truncate": "truncated",
+        "schema 1": "book is malformed",
+        "unlisted": "executed/99_z.ipynb' is not listed",
+    }[damage]
+    dest = tmp_path / "c"
+    (dest / "executed").mkdir(parents=True)
+    (dest / "executed" / "00_a.ipynb").write_text("stand-in")
+    with pytest.raises(ArchiveError, match=message):
+        archive.extract_book(bad, dest)
+    assert files_under(dest) == {"executed/00_a.ipynb": b"stand-in"}, "nothing written"
+    with pytest.raises(ArchiveError, match=message):
+        archive.import_runs(bad, runs_dir=tmp_path / "r")
+
+
+def test_export_refuses_a_broken_book(tmp_path, monkeypatch) -> None:
+    make_runs(tmp_path / "a", monkeypatch, students=1)
+    out, a = tmp_path / "x.tar.gz", tmp_path / "a"
+    with pytest.raises(ArchiveError, match=r"01_b.ipynb failed \(papermill recorded"):
+        archive.export_runs(
+            out, runs_dir=a, book=executed_book(tmp_path / "f", failed="01_b.ipynb")
+        )
+    no_info = executed_book(tmp_path / "n")
+    (no_info / "_build_info.json").unlink()
+    with pytest.raises(ArchiveError, match="no readable _build_info.json"):
+        archive.export_runs(out, runs_dir=a, book=no_info)
+    missing = executed_book(tmp_path / "m")
+    (missing / "01_b.ipynb").unlink()
+    with pytest.raises(ArchiveError, match="01_b.ipynb of _build_info.json missing"):
+        archive.export_runs(out, runs_dir=a, book=missing)
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))

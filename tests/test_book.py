@@ -16,7 +16,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from igkd import book, imagenet, paper, pipeline, profiles, report, runs, train
+from igkd import archive, book, imagenet, paper, pipeline, profiles, report, runs, train
 from igkd.errors import BookError, ConfigError
 
 
@@ -453,7 +453,7 @@ def test_book_without_executed_notebooks_then_make_book(tmp_path, ci_cache):
 
     state = book.materialise(src)
     assert state == {"info": None, "not_executed": ["00_a.ipynb", "01_b.ipynb"], "left": [],
-                     "archive": None}  # fmt: skip
+                     "archive": None, "refused": None}  # fmt: skip
     copy = nbformat.read(src / "executed" / "00_a.ipynb", as_version=4)
     assert copy.metadata[book.NOT_EXECUTED] and not any(c.get("outputs") for c in copy.cells)
     assert "Not executed" in copy.cells[0].source and book.NOTE_TAG in copy.cells[0].metadata.tags
@@ -495,9 +495,26 @@ def test_book_without_executed_notebooks_then_make_book(tmp_path, ci_cache):
     assert "Not executed: 02_c;" in book.banner(state)
 
 
-def test_book_from_a_results_archive(tmp_path):
-    """Without executed notebooks, a results archive's executed chapters are unpacked (over the
-    stand-ins of an earlier build)."""
+def _results_archive(repo, files: dict[str, bytes], name="paper.tar.gz"):
+    """`<repo>/results/<name>` as `igkd runs export --book` writes it: a hand-made finished run and
+    an executed book of `files` {name in executed/, or summary.md: bytes}."""
+    run = repo / "runs" / "teacher" / "abc"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text('{"config": {}}')
+    (run / "DONE").write_text("")
+    made = repo / "elsewhere" / "book"
+    (made / "executed").mkdir(parents=True, exist_ok=True)
+    for n, data in files.items():
+        (made / ("" if n == "summary.md" else "executed") / n).write_bytes(data)
+    (repo / "results").mkdir(exist_ok=True)
+    out = repo / "results" / name
+    archive.export_runs(out, runs_dir=repo / "runs", book=made / "executed")
+    return out
+
+
+def _book_with_an_archive(tmp_path):
+    """A book of one chapter, built once without executed notebooks, and a results archive of
+    that chapter executed in the paper profile."""
     nbs, src = tmp_path / "notebooks", tmp_path / "book"
     nbs.mkdir()
     src.mkdir()
@@ -512,20 +529,55 @@ def test_book_from_a_results_archive(tmp_path):
         "environment": {**profiles.environment("ci"), "threads": 8},
         "notebooks": {"00_a.ipynb": {"seconds": 1.0}},
     }
-    (tmp_path / "results").mkdir()
-    _archive(tmp_path / "results" / "paper.tar.gz", MANIFEST, {
-        "book/executed/00_a.ipynb": nbformat.writes(executed).encode(),
-        "book/executed/_build_info.json": json.dumps(info).encode(),
-        "book/summary.md": b"# Results from the archive\n",
+    found = _results_archive(tmp_path, {
+        "00_a.ipynb": nbformat.writes(executed).encode(),
+        book.INFO_FILE: json.dumps(info).encode(),
+        "summary.md": b"# Results from the archive\n",
     })  # fmt: skip
+    return src, found
+
+
+def test_book_from_a_results_archive(tmp_path):
+    """Without executed notebooks, a results archive's executed chapters are unpacked (over the
+    stand-ins of an earlier build)."""
+    src, _ = _book_with_an_archive(tmp_path)
     state = book.materialise(src)
     assert state["archive"] == "paper.tar.gz" and state["info"]["profile"] == "paper"
-    assert state["not_executed"] == [] and state["left"] == []
+    assert state["not_executed"] == [] and state["left"] == [] and state["refused"] is None
     assert book.banner(state).startswith("Notebooks executed with profile paper")
     assert (src / "summary.md").read_text() == "# Results from the archive\n"
     assert (
         nbformat.read(src / "executed" / "00_a.ipynb", as_version=4).cells[0].source == "# 00 · A"
     )
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated"])
+def test_book_refuses_a_damaged_results_archive(tmp_path, capsys, damage):
+    """A results archive that fails verification is not used at all: one line names it, the
+    chapters are copied unexecuted, and the banner says the archive was refused."""
+    import gzip
+
+    src, found = _book_with_an_archive(tmp_path)
+    raw = found.read_bytes()
+    if damage == "tampered":  # the same size, one notebook's title changed
+        tar = gzip.decompress(raw)
+        assert tar.count("# 00 · A".encode()) == 1
+        found.write_bytes(gzip.compress(tar.replace("# 00 · A".encode(), "# 00 · Z".encode())))
+    else:
+        found.write_bytes(raw[: len(raw) - 100])
+    capsys.readouterr()
+    state = book.materialise(src)
+    assert state["refused"] == "paper.tar.gz" and state["archive"] is None
+    assert state["info"] is None and state["not_executed"] == ["00_a.ipynb"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "paper.tar.gz refused, not used" in err
+    assert ("altered or damaged" if damage == "tampered" else "truncated") in err
+    assert book.banner(state).startswith("These chapters are not executed: run `make book")
+    assert "The results archive paper.tar.gz was refused" in book.banner(state)
+    assert book._is_placeholder(src / "executed" / "00_a.ipynb")
+    assert not (src / "executed" / book.INFO_FILE).exists()
+    assert "No runs here" in (src / "summary.md").read_text()
+    assert not [p for p in src.rglob(".*") if p.is_file()], "no temp files left"
 
 
 def test_read_manifest_reads_the_first_member_only(tmp_path):
