@@ -8,10 +8,19 @@ Same teacher, images and machine, measured in the same process. Prints images/s 
 ratio, the largest relative difference max|igkd - captum| / max|captum| (against Captum on the
 same channels_last teacher, as published (NCHW), and on a float64 copy of the teacher), and the fraction of the machine's measured
 fp32 matmul peak that igkd's IG reaches. Also timed: igkd with the teacher's BatchNorm folded into
-its convolutions (`fold_bn=True`) and, with --bf16, under bf16 autocast.
+its convolutions (`fold_bn=True`) and, with --bf16, under bf16 autocast. Every speed figure is
+printed beside the CPU model, torch's thread count and the memory allocator; then (--profile, the
+default) where igkd's IG spends its time per chunk, by operator category (torch.profiler).
+
+Captum as published allocates so much per call that the allocator moves its speed about 3x (glibc
+malloc against tcmalloc): a ratio is honest only with both sides under the same allocator.
+`--allocators glibc,glibc-nommap,tcmalloc` runs the whole benchmark once per allocator, each in a
+subprocess (tcmalloc/jemalloc through LD_PRELOAD; glibc-nommap is glibc with MALLOC_MMAP_MAX_=0),
+and ends with one line per allocator: both sides and their ratio.
 
     python benchmarks/ig_throughput.py [--images 16] [--n-steps 50] [--chunk-size 32]
                                        [--teacher-run RUN_DIR] [--bf16]
+                                       [--no-profile] [--allocators glibc,tcmalloc]
 
 The teacher is RUN_DIR's, else the newest finished teacher run in $IGKD_RUNS, else a random one.
 """
@@ -20,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +40,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from igkd import data, models, runs
 from igkd.attribution import integrated_gradients
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `igkd bench` runs this file by path
+import _env  # noqa: E402
 
 
 def load_teacher(run_dir: str | None) -> tuple[torch.nn.Module, str]:
@@ -67,6 +81,15 @@ def ours(model, images, labels, n_steps: int, chunk_size: int, precision="fp32",
         model, images, labels, n_steps, chunk_size=chunk_size, precision=precision, fold_bn=fold_bn
     )
     return attr, time.perf_counter() - start
+
+
+def ours_profile(model, images, labels, n_steps: int, chunk_size: int, unprofiled_ms) -> str:
+    """The profile table of a few chunks of `integrated_gradients` (one step = one chunk)."""
+    prof = _env.StepProfile(model, outside="data")  # around the model: interpolants, sums
+    need = torch.arange(math.ceil(prof.steps_needed * chunk_size / n_steps)) % len(images)
+    with prof:
+        integrated_gradients(model, images[need], labels[need], n_steps, chunk_size=chunk_size)
+    return prof.table(f"igkd's IG, chunks of {chunk_size} interpolants, fp32", unprofiled_ms)
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -115,7 +138,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-size", type=int, default=32, help="igkd interpolants per chunk")
     p.add_argument("--teacher-run", default=None, help="teacher run directory")
     p.add_argument("--bf16", action="store_true", help="also time igkd with bf16 autocast")
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile a few chunks of igkd's IG by operator category (default on)",
+    )
+    p.add_argument(
+        "--allocators",
+        default=None,
+        help=f"re-run once under each, comma-separated, of {','.join(_env.ALLOCATORS)}",
+    )
     args = p.parse_args(argv)
+    if args.allocators is not None:
+        names = _env.parse_allocators(args.allocators)
+        rest = _env.without_option(sys.argv[1:] if argv is None else argv, "--allocators")
+        results = _env.rerun_under(str(Path(__file__).resolve()), rest, names)
+        print("igkd IG vs Captum as published, one line per allocator:")
+        for r in results:
+            print(
+                f"  {r['allocator']:<25} igkd {r['igkd']:.4g} img/s, captum {r['captum']:.4g} "
+                f"img/s, ratio {r['ratio']:.3g}x  {r['tag']}"
+            )
+        return
     try:
         ds = data.load_cifar10("train", download=False)
     except data.DataNotFoundError:
@@ -123,10 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     images, labels = ds.images[: args.images], ds.labels[: args.images]
     model, origin = load_teacher(args.teacher_run)
     torch.set_flush_denormal(True)  # for both: igkd's precompute runs this way
+    tag = _env.tag()
     print(f"teacher: {origin}")
     print(
         f"{len(images)} images of {ds.source}, n_steps {args.n_steps}, Gauss-Legendre, "
-        f"zero baseline in normalised space, {torch.get_num_threads()} threads"
+        f"zero baseline in normalised space; {tag}, {_env.load_note()}"
     )
 
     # Captum gets its own NCHW copy: igkd leaves the model it is given in channels_last.
@@ -140,13 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     interp = n * args.n_steps
     print(
         f"captum as published (batch 8, no internal batching, params requiring grad, NCHW): "
-        f"{n / t_ref:.4g} img/s ({interp / t_ref:.4g} interpolants/s)"
+        f"{n / t_ref:.4g} img/s ({interp / t_ref:.4g} interpolants/s) {tag}"
     )
     print(
         f"igkd (params frozen, chunks of {args.chunk_size} interpolants, channels_last, fp32): "
-        f"{n / t_ours:.4g} img/s ({interp / t_ours:.4g} interpolants/s)"
+        f"{n / t_ours:.4g} img/s ({interp / t_ours:.4g} interpolants/s) {tag}"
     )
-    print(f"ratio igkd / captum: {t_ref / t_ours:.4g}x (goal >= 5x)")
+    print(f"ratio igkd / captum: {t_ref / t_ours:.4g}x (goal >= 5x) {tag}")
+    _env.report({"igkd": n / t_ours, "captum": n / t_ref, "ratio": t_ref / t_ours})
     # ReLU6 kinks make the IG integrand sensitive to last-bit rounding: an interpolant whose
     # pre-activation sits within rounding of 0 or 6 can flip. NCHW and channels_last kernels round
     # differently, so compare like with like, and show Captum's own NCHW/channels_last gap.
@@ -165,13 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     folded, t_fold = ours(model, images, labels, args.n_steps, args.chunk_size, fold_bn=True)
     print(
         f"igkd with BatchNorm folded into the convolutions (fold_bn=True): {n / t_fold:.4g} img/s "
-        f"({t_ref / t_fold:.4g}x captum), max relative difference to igkd {relative(folded, attr):.4g}"
+        f"({t_ref / t_fold:.4g}x captum) {tag}, max relative difference to igkd "
+        f"{relative(folded, attr):.4g}"
     )
 
     if args.bf16:
         attr16, t16 = ours(model, images, labels, args.n_steps, args.chunk_size, "bf16")
         print(
-            f"igkd bf16 autocast: {n / t16:.4g} img/s ({t_ref / t16:.4g}x captum), "
+            f"igkd bf16 autocast: {n / t16:.4g} img/s ({t_ref / t16:.4g}x captum) {tag}, "
             f"max relative difference to fp32 igkd {relative(attr16, attr):.4g}"
         )
 
@@ -180,8 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     achieved = flops * interp / t_ours / 1e9
     print(
         f"fp32 matmul peak {peak:.4g} GFLOP/s; igkd IG {flops / 1e6:.4g} MFLOP per interpolant "
-        f"-> {achieved:.4g} GFLOP/s = {100 * achieved / peak:.3g} % of peak"
+        f"-> {achieved:.4g} GFLOP/s = {100 * achieved / peak:.3g} % of peak {tag}"
     )
+    if args.profile:
+        unprofiled = 1e3 * args.chunk_size * t_ours / interp
+        print(ours_profile(model, images, labels, args.n_steps, args.chunk_size, unprofiled))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from igkd import models
 from igkd.data import Dataset, normalize
 from igkd.errors import CheckpointError, ConfigError
 from igkd.runs import Run, get_or_run
+from igkd.train import out_of_place_activations
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 BASELINES = ("normalized-zero", "black")
@@ -226,7 +227,7 @@ def integrated_gradients(
         model = fold_batchnorm(model)
     model.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with _frozen(model), torch.enable_grad():
+    with _frozen(model), out_of_place_activations(model), torch.enable_grad():
         # Rows are (image, step) pairs, image-major: row r is image r // n_steps at step
         # r % n_steps. Chunks run across image boundaries so every chunk is full.
         for r0 in range(0, b * n_steps, chunk):

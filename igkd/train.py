@@ -177,6 +177,30 @@ def cpu_bf16_exceptions(model: nn.Module, precision: str, device: torch.device):
             m.__class__ = nn.Conv2d
 
 
+# In-place activations whose backward needs their input clone that input first under autograd
+# (torch 2.14: hardtanh_, hardswish_, silu_; relu_ does not): one extra copy of every activation.
+_CLONING_INPLACE = (nn.Hardtanh, nn.Hardswish, nn.SiLU)  # nn.ReLU6 is a Hardtanh
+
+
+@contextlib.contextmanager
+def out_of_place_activations(model: nn.Module):
+    """While active, run the model's in-place ReLU6/Hardtanh/Hardswish/SiLU out of place.
+
+    The same values and gradients bit for bit, without the copy autograd makes of each in-place
+    activation's input: about 1.1x on the 4.1x student's train step and on the teacher's IG (one
+    thread, 2-core Xeon); the "allocator/memory" line of the benchmarks' profiles fell from 9-11 %
+    to 6 % of a train step and from 8 % to 1-2 % of an IG chunk. Flags are restored on exit.
+    """
+    flipped = [m for m in model.modules() if isinstance(m, _CLONING_INPLACE) and m.inplace]
+    for m in flipped:
+        m.inplace = False
+    try:
+        yield model
+    finally:
+        for m in flipped:
+            m.inplace = True
+
+
 def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     if r.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
@@ -342,7 +366,7 @@ def fit(
         history = list(run.history)
     last_test: Evaluation | None = None
 
-    with cpu_bf16_exceptions(model, precision, device):
+    with cpu_bf16_exceptions(model, precision, device), out_of_place_activations(model):
         for epoch in range(start_epoch, recipe.epochs):
             _seed_everything(seed * 100_003 + epoch)
             g = torch.Generator(device).manual_seed(seed * 100_003 + epoch)
