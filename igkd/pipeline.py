@@ -433,10 +433,13 @@ def _split(train_ds: data.Dataset, s: dict) -> tuple[torch.Tensor | None, data.D
 STUDENT_METRICS = ("method", "compression", "final_test_accuracy", "environment")
 
 
-def finished_students(profile: str | None = None) -> list[tuple[runs.Run, dict]]:
+def finished_students(
+    profile: str | None = None, with_model: bool = True
+) -> list[tuple[runs.Run, dict]]:
     """(run, metrics) of the finished student runs in the run cache made by `student_run`, oldest
     first; of one profile when `profile` is given. Runs whose metrics lack what `student_run`
-    records (made by other tools, or another igkd's) or cannot be read are skipped."""
+    records (made by other tools, or another igkd's) or cannot be read are skipped, and so, with
+    `with_model`, are runs without their model.pt (imported from a metrics-only archive)."""
     wanted = profiles.resolve(profile) if profile is not None else None
     found = []
     for run in runs.find_runs("student"):
@@ -445,6 +448,8 @@ def finished_students(profile: str | None = None) -> list[tuple[runs.Run, dict]]
         except CheckpointError:
             continue
         if not all(k in m for k in STUDENT_METRICS) or "layers_removed" not in run.config:
+            continue
+        if with_model and not (run.path / "model.pt").is_file():
             continue
         if wanted is None or m["environment"].get("profile") == wanted:
             found.append((run, m))
