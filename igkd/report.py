@@ -35,7 +35,7 @@ from igkd import conclusions, losses, models, paper, paths, profiles, runs, trai
 from igkd.errors import ConfigError
 
 NOT_RUN = "not run in this profile"
-RESULT_NAMES = ("imagenet", "latency")  # measurements that are not runs of the cache
+RESULT_NAMES = ("imagenet", "latency", "robustness")  # measurements that are not runs of the cache
 MONTE_CARLO_FRACTION = (0.78, 0.82)  # share of the training set used by a Train80Rand run
 FULL = (1.0, 1.0)  # the ablation and sweep runs train on all of the experiments' share
 SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM Table 13)
@@ -61,7 +61,10 @@ def save_results(name: str, records: list[dict], profile: str | None = None) -> 
     "balanced_accuracy" (%), "kappa", "images"} on the teacher-correct subset.
     `latency`: one record per measurement, {"model": "teacher" or a compression label such as
     "4.1", "runtime": "pytorch" | "onnxruntime", "precision": "fp32" | "int8", "batch": int,
-    "median_ms": milliseconds per batch}. The environment is stored with the records.
+    "median_ms": milliseconds per batch}.
+    `robustness`: `robustness_eval.records` (notebook 10), one {"kind": "model", ...} per model and
+    one {"kind": "difference", "group", "test", "diff", "ci_low", "ci_high", "clean_diff", ...} per
+    comparison of the IG overlay family with the others. The environment is stored with the records.
     """
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ConfigError(f"records for {name!r} must be a list of dicts")
@@ -282,7 +285,8 @@ def _by_seed(found: ProfileRuns, method: str, compression: str, fraction) -> dic
 
 def summary_table(profile: str | None = None, data_root: str | Path | None = None) -> pd.DataFrame:
     """Paper vs ours, one row per number: teacher, the eight methods at 4.1x, the Monte Carlo,
-    the compression sweep, the ImageNet subset and latency.
+    the compression sweep, the ImageNet subset, latency and robustness (notebook 10; not in the
+    paper).
 
     Columns: section, what, paper, ours ("mean ± sd" over `runs` runs, or "not run in this
     profile"), runs, difference (pp) (our mean minus the paper's). Accuracies are CIFAR-10 top-1
@@ -364,6 +368,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         if model in latency:  # milliseconds: 4 significant digits, not 2 decimals
             row["ours"] = f"{latency[model]:.4g}"
         rows.append(row)
+    rows += _robustness_rows(found.profile)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(
         profile=found.profile,
@@ -375,6 +380,36 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         + (f"{found.share:.0%} of the training set" if found.share < 1 else "all training images"),
     )
     return table
+
+
+ROBUSTNESS_SECTION = "Robustness to corruptions, IG overlay - no overlay (not in the paper)"
+
+
+def _robustness_rows(profile: str) -> list[dict]:
+    """The summary's robustness rows from notebook 10's records: per group of models, the IG
+    overlay family's accuracy under corruption minus the others' (pp), with its 95 % CI and the
+    clean difference (*runs*: the models compared, or the seeds of a paired t); one "not run" row
+    without records. The paper reports no such number."""
+    found = [r for r in load_results("robustness", profile) if r.get("kind") == "difference"]
+    if not found:
+        return [_row(ROBUSTNESS_SECTION, "accuracy under corruption (pp)", "not reported", [])]
+    rows = []
+    for r in found:
+        models = f", {r['ig_models']} vs {r['other_models']} models" if "ig_models" in r else ""
+        what = f"{r['group']}: accuracy under corruption (pp{models})"
+        row = _row(ROBUSTNESS_SECTION, what, "not reported", [r["diff"]])
+        row["runs"] = r.get("ig_models", 0) + r.get("other_models", 0) or r.get("seeds", 1)
+        ci = (
+            f"95 % CI {r['ci_low']:+.2f} to {r['ci_high']:+.2f}, "
+            if r.get("ci_low") is not None and r.get("ci_high") is not None
+            else ""
+        )
+        row["ours"] = (
+            f"{r['diff']:+.2f} ({ci}{r['test']}; clean {r['clean_diff']:+.2f}; "
+            f"{r['images']:,} images, {r['corruptions']} corruptions)"
+        )
+        rows.append(row)
+    return rows
 
 
 def provenance(run_paths: list[Path]) -> str:

@@ -89,13 +89,13 @@ def test_summary_table_renders_paper_beside_ours(built):
     page = found["summary.html"]
     assert page["h1"] == ["Results: the paper and this build side by side"]
     tables = page["tables"]
-    assert len(tables) == 6  # teacher, ablation, Monte Carlo, sweep, ImageNet, latency
+    assert len(tables) == 7  # teacher, ablation, Monte Carlo, sweep, ImageNet, latency, robustness
     teacher = tables[0]
     assert "93.91" in teacher and report.NOT_RUN not in teacher  # notebook 01 trained it
     ablation = next(t for t in tables if "KD_IG_AT" in t and "best" in t)
     kd_ig = next(line for line in ablation.splitlines() if line.startswith("KD_IG\t"))
     assert "92.02" in kd_ig and report.NOT_RUN not in kd_ig  # notebook 03 trained it
-    imagenet, latency = tables[-2], tables[-1]
+    imagenet, latency = tables[-3], tables[-2]
     assert "generated images, not ImageNet" in imagenet  # no ImageNet here: labelled, not a result
     teacher_latency = next(line for line in latency.splitlines() if line.startswith("teacher\t"))
     assert (
@@ -166,7 +166,7 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
     assert table.attrs["other_students"] == 2
 
     page = report.summary_markdown(report.summary_table("ci"), "header line")
-    assert "header line" in page and page.count("\n## ") == 6
+    assert "header line" in page and page.count("\n## ") == 7
     assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
 
 
