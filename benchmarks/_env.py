@@ -351,3 +351,20 @@ class StepProfile:
             + ", ".join(f"{k.key[6:]} {k.self_cpu_time_total / 1e3 / n:.1f}" for k in ops)
         )
         return "\n".join(lines)
+
+
+def add_arguments(parser, profiled: str) -> None:
+    """The options both benchmarks share: --profile (of `profiled`) and --allocators."""
+    import argparse
+
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"profile {profiled} by operator category (default on)",
+    )
+    parser.add_argument(
+        "--allocators",
+        default=None,
+        help=f"re-run once under each, comma-separated, of {','.join(ALLOCATORS)}",
+    )

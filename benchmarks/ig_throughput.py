@@ -138,17 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-size", type=int, default=32, help="igkd interpolants per chunk")
     p.add_argument("--teacher-run", default=None, help="teacher run directory")
     p.add_argument("--bf16", action="store_true", help="also time igkd with bf16 autocast")
-    p.add_argument(
-        "--profile",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="profile a few chunks of igkd's IG by operator category (default on)",
-    )
-    p.add_argument(
-        "--allocators",
-        default=None,
-        help=f"re-run once under each, comma-separated, of {','.join(_env.ALLOCATORS)}",
-    )
+    _env.add_arguments(p, "a few chunks of igkd's IG")
     args = p.parse_args(argv)
     if args.allocators is not None:
         names = _env.parse_allocators(args.allocators)

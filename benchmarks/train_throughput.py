@@ -111,17 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=3200, help="training images per measurement")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers (paper default 1)")
-    p.add_argument(
-        "--profile",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="profile a few engine steps by operator category (default on)",
-    )
-    p.add_argument(
-        "--allocators",
-        default=None,
-        help=f"re-run once under each, comma-separated, of {','.join(_env.ALLOCATORS)}",
-    )
+    _env.add_arguments(p, "a few engine steps")
     args = p.parse_args(argv)
     if args.allocators is not None:
         names = _env.parse_allocators(args.allocators)
