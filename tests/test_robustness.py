@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from igkd import models, report
+from igkd import models, profiles, report
 from igkd import robustness as R
 from igkd import robustness_eval as E
 from igkd.errors import ConfigError
@@ -130,7 +130,9 @@ def test_settings_follow_the_profile_and_refuse_bad_values():
     ci = E.settings("ci")
     assert ci.test_images == 100 and len(ci.corruptions) == 15 and ci.workers == 1
     quick = E.settings("quick")
-    assert quick.test_images is None and len(quick.corruptions) == 19
+    # the profile's own setting wins over the module default (quick: a 1,000-image subset)
+    assert quick.test_images == profiles.get("quick").experiments["robustness_test_images"]
+    assert E.settings("paper").test_images is None and len(quick.corruptions) == 19
     assert quick.severities == (1, 2, 3, 4, 5) and quick.reliability == ("gaussian_noise", 3)
     with pytest.raises(ConfigError, match="mist"):
         E.settings("ci", corruptions=["mist"])
