@@ -130,7 +130,6 @@ def table(
         tr = by.get(treatment, {})
         paired = sorted(set(ref) & set(tr))
         row: dict[str, object] = {"regime": r.name, "what": r.label()}
-        row["image_steps"] = None
         ref_v = np.array([ref[k] for k in sorted(ref)])
         row[f"{reference} mean (%)"] = float(ref_v.mean()) if ref_v.size else math.nan
         row[f"{reference} seed sd (pp)"] = float(ref_v.std(ddof=1)) if ref_v.size > 1 else math.nan
@@ -167,8 +166,7 @@ def table(
         row["ablation seeds in budget"] = n_budget
         row["ablation half-width (pp)"] = stats.half_width(sd, n_budget) if sd == sd else math.nan
         rows.append(row)
-    out = pd.DataFrame(rows).set_index("regime")
-    return out.drop(columns=["image_steps"])
+    return pd.DataFrame(rows).set_index("regime")
 
 
 def paper_row(reference: str = "student", treatment: str = "KD_IG") -> pd.DataFrame:
