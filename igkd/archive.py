@@ -3,7 +3,8 @@
 `export_runs` writes a `.tar.gz` whose first member is `manifest.json` (format, schema, creation
 date, igkd version, git revision, machine, and every run's files with SHA-256 and size), followed
 by `<kind>/<hash>/<file>` for each finished run. Checkpoints, locks and temp files never travel;
-IG stores (large memory maps) only when asked. `import_runs` reads the whole archive and checks it
+IG stores (large memory maps) only when asked; otherwise each store goes as its sample (its first maps,
+`ig_store.sample_store`), enough for chapter 02's figures. `import_runs` reads the whole archive and checks it
 against its manifest before it writes anything, then adds the runs the cache lacks and overwrites
 nothing. A run is staged in `<runs>/.import-<pid>/` and renamed into `<runs>/<kind>/<hash>` only when
 complete: the staging area is outside the kind folders because `runs.find_runs` globs `*/DONE`,
@@ -51,13 +52,13 @@ FORMAT, SCHEMA = "igkd-runs", 2  # the newest schema read; an archive without a 
 MANIFEST = "manifest.json"
 # The executed book: its members' prefix, and its files (igkd.book's names; tests check they agree).
 BOOK, INFO_FILE, SUMMARY = "executed/", "_build_info.json", "summary.md"
-# attribution.STORE_KIND, not imported: attribution imports torch, and this module stays light so
-# that `igkd runs ...` starts fast (tests check the two agree).
-IG_KIND = "ig_maps"
+# ig_store.STORE_KIND and SAMPLE_KIND, not imported: ig_store imports torch, and this module stays
+# light so that `igkd runs ...` starts fast (tests check they agree).
+IG_KIND, SAMPLE_KIND = "ig_maps", "ig_sample"
 META_FILES = ("config.json", "metadata.json", "metrics.json", "history.csv", "DONE")
 # Training state (not needed once a run is finished), the lock, and this machine's import record.
 NEVER = {"checkpoint.pt", "LOCK", "imported.json"}
-_KIND_ORDER = {"teacher": 0, IG_KIND: 1, "student": 2}  # dependencies first
+_KIND_ORDER = {"teacher": 0, IG_KIND: 1, SAMPLE_KIND: 1, "student": 2}  # dependencies first
 _CHUNK = 1 << 20
 
 
@@ -115,8 +116,8 @@ def _config(run: Path) -> dict:
 
 
 def _profile(run: Path, root: Path) -> str | None:
-    """The profile a run was made for; an IG store's is that of the teacher it explains."""
-    if run.parent.name == IG_KIND:
+    """The profile a run was made for; an IG store's (or sample's) is that of its teacher."""
+    if run.parent.name in (IG_KIND, SAMPLE_KIND):
         teacher = _config(run).get("teacher_run")
         return _profile(root / "teacher" / teacher, root) if _plain(teacher) else None
     env = (_read_json(run / "metrics.json") or {}).get("environment")
@@ -124,13 +125,13 @@ def _profile(run: Path, root: Path) -> str | None:
 
 
 def _files(run: Path, models: bool) -> list[str]:
-    """Relative names of the files of `run` that travel, DONE last."""
-    if not models:
-        return [f for f in META_FILES if (run / f).is_file()]
+    """Relative names of the files of `run` that travel, DONE last; without `models`, no model
+    weights (*.pt), which leaves a run's metrics, history and small result arrays."""
     # Hidden names are the temp files of atomic writes; links could point anywhere.
     names = [f.name for f in run.iterdir() if f.is_file() and not f.is_symlink()]
     return sorted(
-        (n for n in names if _plain(n) and n not in NEVER), key=lambda n: (n == "DONE", n)
+        (n for n in names if _plain(n) and n not in NEVER and (models or not n.endswith(".pt"))),
+        key=lambda n: (n == "DONE", n),
     )
 
 
@@ -202,6 +203,18 @@ def _book_files(executed: Path) -> dict[str, Path]:
     return {**files, INFO_FILE: executed / INFO_FILE}
 
 
+def _samples(stores: list[tuple[str, str, Path]], root: Path) -> list[tuple[str, str, Path]]:
+    """(kind, hash, path) of the finished sample of each store, made if missing."""
+    from igkd import ig_store, paths, runs
+
+    out = []
+    with paths.runs_dir_override(root):
+        for _, _, path in stores:
+            sample = ig_store.sample_store(runs.open_run(path))
+            out.append((SAMPLE_KIND, sample.path.name, sample.path))
+    return out
+
+
 def export_runs(
     out: Path | str,
     *,
@@ -217,8 +230,8 @@ def export_runs(
 
     `profile` keeps the runs of one profile (IG stores: that of their teacher, or used by a kept
     student); `kinds` keeps those kinds. `models=False` writes only config, metadata, metrics,
-    history and DONE. IG stores travel only with `ig=True` (or `ig_maps` in `kinds`), never
-    without models. `book`: an executed book folder (`book/executed`) whose notebooks,
+    history, DONE and small result arrays. IG stores travel only with `ig=True` (or `ig_maps` in
+    `kinds`), never without models; otherwise a sample of each goes (`ig_store.sample_store`). `book`: an executed book folder (`book/executed`) whose notebooks,
     `_build_info.json` and the `summary.md` beside it travel too (schema 2); ArchiveError when it
     lacks its build info, a notebook of it failed or one is missing. The archive appears complete
     or not at all (temp file, then os.replace).
@@ -245,10 +258,16 @@ def export_runs(
             profile is None or _profile(run, root) == profile
         ):
             chosen.append((kind, h, run))
-    if ig:  # after the students: a store some chosen student was trained on goes along
-        used = {_config(run).get("ig_run") for _, _, run in chosen}
-        chosen += [s for s in stores if profile in (None, _profile(s[2], root)) or s[1] in used]
-        chosen.sort(key=lambda r: _KIND_ORDER.get(r[0], 3))
+    # After the students: the stores of the profile, or that a chosen student was trained on, go
+    # along whole with `ig`, else as their samples (made now if missing; half a megabyte each).
+    used = {_config(run).get("ig_run") for _, _, run in chosen}
+    wanted = [s for s in stores if profile in (None, _profile(s[2], root)) or s[1] in used]
+    chosen = [c for c in chosen if c[0] != SAMPLE_KIND]  # derived from the stores: made below
+    if ig:
+        chosen += wanted
+    elif wanted and chosen and (kinds is None or SAMPLE_KIND in kinds):
+        chosen += _samples(wanted, root)
+    chosen.sort(key=lambda r: _KIND_ORDER.get(r[0], 3))
     if not chosen:
         which = f" of profile {profile}" if profile else ""
         which += f" of kind {', '.join(kinds)}" if kinds else ""

@@ -33,6 +33,21 @@ def runs_dir() -> Path:
     return Path(os.environ.get("IGKD_RUNS", REPO_ROOT / "runs")).expanduser().resolve()
 
 
+@contextmanager
+def runs_dir_override(root: Path) -> Iterator[None]:
+    """`runs_dir()` is `root` inside the block (for tools that work on a named run cache, such as
+    `igkd runs export --runs DIR`), whatever $IGKD_RUNS says; restored afterwards."""
+    before = os.environ.get("IGKD_RUNS")
+    os.environ["IGKD_RUNS"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("IGKD_RUNS", None)
+        else:
+            os.environ["IGKD_RUNS"] = before
+
+
 def cache_dir() -> Path:
     """Derived, rebuildable files (decoded datasets): `<runs>/cache`."""
     return runs_dir() / "cache"

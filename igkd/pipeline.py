@@ -14,8 +14,14 @@ import torch
 from torch import nn
 
 from igkd import data, losses, models, paper, profiles, runs, train
-from igkd.attribution import STORE_KIND, ig_config, load_ig_maps, precompute_ig
 from igkd.errors import CheckpointError, ConfigError
+from igkd.ig_store import (
+    STORE_KIND,
+    ig_config,
+    load_ig_maps,
+    planned_sample,
+    precompute_ig,
+)
 from igkd.profiles import Profile
 
 
@@ -155,6 +161,55 @@ def ig_run(
 IG_DEFAULTS = ("gausslegendre", "normalized-zero", "fp32")
 
 
+def planned_ig(
+    profile: str | None = None,
+    seed: int = 0,
+    *,
+    teacher: runs.Run | None = None,
+    n_steps: int | None = None,
+    method: str = "gausslegendre",
+    baseline: str = "normalized-zero",
+    precision: str = "fp32",
+    fold_bn: bool = False,
+    data_root: str | Path | None = None,
+) -> runs.Run:
+    """`ig_run`'s store as the cache names it, finished or not; nothing is trained or computed."""
+    prof = profiles.get(profile)
+    teacher = teacher or planned_teacher(prof.name, seed, data_root)
+    train_ds, _ = datasets(prof, data_root)
+    steps = n_steps if n_steps is not None else prof.ig_n_steps
+    config = ig_config(teacher.path.name, train_ds, steps, method, baseline, precision, fold_bn)
+    return runs.Run.for_config(STORE_KIND, config)
+
+
+def ig_maps_for_figures(
+    profile: str | None = None,
+    seed: int = 0,
+    *,
+    teacher: runs.Run | None = None,
+    sample_ok: bool = True,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    **settings: object,
+) -> tuple[runs.Run, np.ndarray]:
+    """(run, maps) for showing IG maps: the store of `ig_run(...)` and all its maps (N, H, W)
+    float16; or, when that store is not here but a sample of it is (a lean results archive
+    carries one) and `sample_ok`, the sample's run (kind `ig_sample`) and the maps of the first
+    `ig_store.SAMPLE_SIZE` training images, with nothing trained or computed. `settings` are
+    `ig_run`'s (n_steps, method, baseline, precision, fold_bn)."""
+    prof = profiles.get(profile)
+    train_ds, _ = datasets(prof, data_root)
+    store = planned_ig(prof.name, seed, teacher=teacher, data_root=data_root, **settings)
+    sample = planned_sample(store)
+    if not store.done and sample_ok and sample.done:
+        return sample, load_ig_maps(sample, train_ds, store.config["teacher_run"])
+    teacher = teacher or teacher_run(prof.name, seed, data_root=data_root, progress=progress)
+    store = ig_run(
+        prof.name, seed, teacher=teacher, data_root=data_root, progress=progress, **settings
+    )
+    return store, load_ig_maps(store, train_ds, teacher)
+
+
 def ig_maps(
     profile: str | None = None,
     seed: int = 0,
@@ -241,10 +296,7 @@ def student_run(
     t_run = planned_teacher(prof.name, data_root=data_root) if uses_teacher else None
     i_run = None
     if m.overlay_prob > 0:
-        i_run = runs.Run.for_config(
-            STORE_KIND,
-            ig_config(t_run.path.name, full_train, prof.ig_n_steps, *IG_DEFAULTS),
-        )
+        i_run = planned_ig(prof.name, teacher=t_run, data_root=data_root)
     config = {
         "model": "student",
         "layers_removed": row.layers_removed,

@@ -22,7 +22,7 @@ class Profile:
     synthetic_fallback: bool  # use synthetic data when CIFAR-10 is missing (ci only)
     eval_batch_size: int
     teacher_recipe: dict  # keyword arguments of igkd.train.Recipe
-    # Integrated gradients for the overlay (igkd.attribution.precompute_ig), over the training set:
+    # Integrated gradients for the overlay (igkd.ig_store.precompute_ig), over the training set:
     ig_n_steps: int  # quadrature points per image (the paper: 50, Gauss-Legendre)
     ig_batch_size: int  # images per stored, checkpointed chunk: the work a kill can lose
     ig_chunk_size: int | None  # interpolants per autograd.grad; None = 32 on a CPU, 512 on a GPU

@@ -412,6 +412,18 @@ def _robustness_rows(profile: str) -> list[dict]:
     return rows
 
 
+def source_of(run: Path | object) -> str:
+    """Where one run came from, for a sentence: "(from `archive.tar.gz`, revision abc1234)" for an
+    imported run, "(computed here, revision abc1234)" otherwise."""
+    from igkd import archive
+
+    info = archive.provenance(run)
+    rev = f"revision {info['git_revision'][:7]}" if info["git_revision"] else "revision unknown"
+    if info["imported_from"]:
+        return f"(from `{info['imported_from']}`, {rev})"
+    return f"(computed here, {rev})"
+
+
 def provenance(run_paths: list[Path]) -> str:
     """Which code revision computed the counted runs, and which of them came from an archive
     (`igkd runs import`) made where and when: one sentence for the page, '' without runs."""

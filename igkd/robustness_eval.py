@@ -10,7 +10,9 @@ test images as stored, which for our data is the JPEG q75 copy of CIFAR-10. Temp
 fitted on a stratified validation split of the training set, never on the test set.
 
 Everything is inference: logits are computed once per (model weights, images) and cached under
-`<runs>/cache/logits`, so a rerun or a second table costs nothing. The metrics themselves
+`<runs>/cache/logits`, and each model's measurements on all sets are a run-cache record (kind
+`robustness`, a few hundred kB) that travels in a results archive, so a rerun, a second table or a
+reader with the archive costs nothing. The metrics themselves
 (mCE, ECE, the paired bootstrap, Holm) are in `igkd.robustness`.
 """
 
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from igkd import corruptions as cifar_c
-from igkd import data, models, paths, pipeline, profiles, robustness, stats, train
+from igkd import data, models, paths, pipeline, profiles, robustness, runs, stats, train
 from igkd.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -484,12 +486,20 @@ def val_set(s: Settings, data_root: str | Path | None = None) -> data.Dataset:
     return train_ds
 
 
-def prepare(s: Settings, data_root: str | Path | None = None, progress: bool = True) -> float:
+def prepare(
+    s: Settings,
+    found: Sequence[Candidate] | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> float:
     """Generate (or find in the cache) every corrupted copy of the test set; returns seconds.
 
-    `s.workers` processes (None: every CPU) make each set; a cached set is read, not remade."""
+    `s.workers` processes (None: every CPU) make each set; a cached set is read, not remade. With
+    `found`, nothing is made when every one of those models already has its record."""
     from tqdm.auto import tqdm
 
+    if found is not None and all(r.done for r in planned_records(found, s, data_root)):
+        return 0.0
     test = test_set(s, data_root)
     start = time.perf_counter()
     todo = [(n, sev) for n in s.corruptions for sev in s.severities]
@@ -513,6 +523,114 @@ def _sets(s: Settings, test: data.Dataset):
         yield ("noise", sigma), images, data.fingerprint(images, test.labels)
 
 
+RECORD_KIND = "robustness"  # one run per (model, test data, sets): what `evaluate` measured
+
+
+def set_keys(s: Settings) -> list[Key]:
+    """Every test set of `s`, in `_sets` order: clean, corrupted, JPEG, noise."""
+    return (
+        [("clean", 0)]
+        + [(n, sev) for n in s.corruptions for sev in s.severities]
+        + [("jpeg", q) for q in s.jpeg_qualities]
+        + [("noise", sigma) for sigma in s.noise_sigmas]
+    )
+
+
+def _set_name(key: Key) -> str:
+    return f"{key[0]}:{key[1]:g}"
+
+
+def planned_records(
+    found: Sequence[Candidate], s: Settings, data_root: str | Path | None = None
+) -> list[runs.Run]:
+    """The run-cache record of each model of `found` on the sets of `s`, finished or not: named by
+    the model's weights (`model_key`), the test and validation images and the sets, so a model met
+    again (or imported with a results archive) is never evaluated twice."""
+    test, val = test_set(s, data_root), val_set(s, data_root)
+    common = {
+        "test_data": test.fingerprint,
+        "val_data": val.fingerprint,
+        "sets": [_set_name(k) for k in set_keys(s)],
+        "reliability": _set_name(s.reliability),
+        "seed": s.seed,
+        "corruptions_version": cifar_c.VERSION,
+    }
+    return [
+        runs.Run.for_config(RECORD_KIND, {"model": model_key(c.model), **common}) for c in found
+    ]
+
+
+def _measure(
+    found: Sequence[Candidate], s: Settings, test: data.Dataset, val: data.Dataset, progress: bool
+) -> list[dict[str, np.ndarray]]:
+    """Per model of `found`: `correct` (S, N) bool, `ece` and `ece_t` (S,) in %, `temperature`
+    and `val_accuracy` (scalars), `clean` and `reliability` logits (N, 10), S = len(set_keys(s)).
+    Each corrupted set is made (or read) once and every model evaluated on it."""
+    from tqdm.auto import tqdm
+
+    labels = test.labels.numpy().astype(np.int64)
+    keys = [model_key(c.model) for c in found]
+    out: list[dict] = [{"correct": [], "ece": [], "ece_t": []} for _ in found]
+    for i, c in enumerate(found):
+        z = logits(c.model, val.images, val.fingerprint, keys[i])
+        y = val.labels.numpy()
+        out[i]["temperature"] = np.float64(robustness.fit_temperature(z, y))
+        out[i]["val_accuracy"] = np.float64(100.0 * float((z.argmax(1) == y).mean()))
+    with tqdm(total=s.sets, desc="test sets", disable=not progress or not found) as bar:
+        for key, images, fp in _sets(s, test) if found else ():
+            for i, c in enumerate(found):
+                z, t = logits(c.model, images, fp, keys[i]), out[i]["temperature"]
+                out[i]["correct"].append(z.argmax(1) == labels)
+                out[i]["ece"].append(robustness.ece(z, labels, from_logits=True))
+                out[i]["ece_t"].append(robustness.ece(z / t, labels, from_logits=True))
+                if key == ("clean", 0):
+                    out[i]["clean"] = z
+                if key == s.reliability:
+                    out[i]["reliability"] = z
+            bar.update()
+    for o in out:
+        for k in ("correct", "ece", "ece_t"):
+            o[k] = np.asarray(o[k])
+    return out
+
+
+def _save_record(
+    run: runs.Run, arrays: Mapping[str, np.ndarray], c: Candidate, s: Settings
+) -> dict:
+    buf = io.BytesIO()
+    packed = {**arrays, "correct": np.packbits(arrays["correct"], axis=1)}
+    np.savez_compressed(buf, n=np.int64(arrays["correct"].shape[1]), **packed)
+    paths.atomic_write_bytes(run.path / "record.npz", buf.getvalue())
+    return {
+        "model": c.name,
+        "method": c.method,
+        "group": c.group,
+        "source": c.source,
+        "sets": int(arrays["correct"].shape[0]),
+        "images": int(arrays["correct"].shape[1]),
+        "clean_accuracy": float(100.0 * arrays["correct"][0].mean()),
+        "environment": profiles.environment(s.profile),
+    }
+
+
+def _load_record(run: runs.Run, sets: int) -> dict[str, np.ndarray] | None:
+    """The arrays of a finished record, or None when it is unreadable or of another shape (then
+    the model is evaluated again, in memory; the damaged record stays for the user to delete)."""
+    try:
+        with np.load(run.path / "record.npz") as z:
+            out = {k: z[k] for k in z.files}
+        n = int(out.pop("n"))
+        out["correct"] = np.unpackbits(out["correct"], axis=1, count=n).astype(bool)
+    except (OSError, ValueError, KeyError) as e:
+        warnings.warn(
+            f"robustness record {run.path} is unreadable ({e}); re-evaluating", stacklevel=3
+        )
+        return None
+    if out["correct"].shape[0] != sets:
+        return None
+    return out
+
+
 def evaluate(
     found: Sequence[Candidate],
     s: Settings,
@@ -522,54 +640,48 @@ def evaluate(
     """Every model of `found` on every set of `s`: correctness, ECE before and after temperature
     scaling (T fitted per model on `val_set`), logits of the clean and reliability sets.
 
-    Corrupted sets missing from the cache are generated first (`prepare` does it up front)."""
-    from tqdm.auto import tqdm
-
+    Each model's measurements are a run-cache record (`planned_records`): a model recorded before
+    (here, or in an imported results archive) is read back; only the others are evaluated, on
+    corrupted sets generated first if the cache lacks them (`prepare` does it up front)."""
     test, val = test_set(s, data_root), val_set(s, data_root)
-    labels = test.labels.numpy().astype(np.int64)
     start = time.perf_counter()
-    keys = [model_key(c.model) for c in found]
-    temps, val_acc = np.ones(len(found)), np.full(len(found), np.nan)
-    for i, c in enumerate(found):
-        z = logits(c.model, val.images, val.fingerprint, keys[i])
-        y = val.labels.numpy()
-        temps[i] = robustness.fit_temperature(z, y)
-        val_acc[i] = 100.0 * float((z.argmax(1) == y).mean())
-    keep = {("clean", 0), s.reliability}
-    correct, ece, ece_t, kept = {}, {}, {}, {}
-    bar = tqdm(total=s.sets, desc="test sets", disable=not progress)
-    with bar:
-        for key, images, fp in _sets(s, test):
-            zs = [logits(c.model, images, fp, keys[i]) for i, c in enumerate(found)]
-            correct[key] = (
-                np.stack([z.argmax(1) == labels for z in zs])
-                if zs
-                else np.zeros((0, len(labels)), bool)
+    planned = planned_records(found, s, data_root)
+    got: list[dict | None] = [_load_record(r, s.sets) if r.done else None for r in planned]
+    todo = [i for i, a in enumerate(got) if a is None]
+    measured = _measure([found[i] for i in todo], s, test, val, progress)
+    for i, arrays in zip(todo, measured, strict=True):
+        got[i] = arrays
+        if not planned[i].done:
+            runs.get_or_run(
+                RECORD_KIND,
+                planned[i].config,
+                lambda run, a=arrays, c=found[i]: _save_record(run, a, c, s),
             )
-            ece[key] = np.array([robustness.ece(z, labels, from_logits=True) for z in zs])
-            ece_t[key] = np.array(
-                [
-                    robustness.ece(z / t, labels, from_logits=True)
-                    for z, t in zip(zs, temps, strict=True)
-                ]
-            )
-            if key in keep:
-                kept[key] = np.stack(zs) if zs else np.zeros((0, len(labels), 10), np.float32)
-            bar.update()
+    n = len(test)
+    keys = set_keys(s)
+
+    def stacked(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        return np.stack([a[name] for a in got]) if got else np.zeros((0, *shape), dtype)
+
+    correct_all = stacked("correct", (len(keys), n), bool)
+    ece_all, ece_t_all = stacked("ece", (len(keys),), float), stacked("ece_t", (len(keys),), float)
     return Result(
         s,
         test.source,
-        len(test),
+        n,
         len(val),
         val.source,
         list(found),
-        labels,
-        correct,
-        ece,
-        ece_t,
-        temps,
-        val_acc,
-        kept,
+        test.labels.numpy().astype(np.int64),
+        {k: correct_all[:, j] for j, k in enumerate(keys)},
+        {k: ece_all[:, j] for j, k in enumerate(keys)},
+        {k: ece_t_all[:, j] for j, k in enumerate(keys)},
+        stacked("temperature", (), float),
+        stacked("val_accuracy", (), float),
+        {
+            ("clean", 0): stacked("clean", (n, 10), np.float32),
+            s.reliability: stacked("reliability", (n, 10), np.float32),
+        },
         time.perf_counter() - start,
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -13,11 +12,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_ci_profile
 
-from igkd import archive, attribution, cli, paths, pipeline, runs
+from igkd import archive, cli, ig_store, paths, pipeline, runs
 from igkd.errors import ArchiveError
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -35,8 +35,11 @@ def make_runs(root: Path, mp: pytest.MonkeyPatch, profile: str = "ci", students:
             run.append_history({"epoch": 1, "loss": 0.5})
             if artefact == "model.pt":
                 run.save_torch("model.pt", {"w": torch.arange(4.0)})
-            else:
-                paths.atomic_write_bytes(run.path / artefact, os.urandom(5000))
+            else:  # an IG store's maps: (300, 4, 4) float16, random
+                maps = np.random.default_rng(0).random((300, 4, 4)).astype(np.float16)
+                buf = io.BytesIO()
+                np.save(buf, maps)
+                paths.atomic_write_bytes(run.path / artefact, buf.getvalue())
             return metrics
 
         return compute
@@ -82,7 +85,8 @@ def exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dic
 
 
 def test_ig_kind_is_the_store_kind() -> None:
-    assert archive.IG_KIND == attribution.STORE_KIND
+    assert archive.IG_KIND == ig_store.STORE_KIND
+    assert archive.SAMPLE_KIND == ig_store.SAMPLE_KIND
 
 
 # --- 1. round trip with real runs ----------------------------------------------------------------
@@ -258,6 +262,8 @@ def test_provenance_of_runs_from_another_revision(tmp_path, monkeypatch) -> None
     manifest = archive.export_runs(out, runs_dir=tmp_path / "a")
     assert manifest["git_revision"] is None and "cpu" in manifest["machine"]
     report = archive.import_runs(out, runs_dir=tmp_path / "b")
+    # the IG store's sample was made by the exporting checkout (revision None here): left out
+    report.imported = [r for r in report.imported if r.parent.name != archive.SAMPLE_KIND]
     for run in report.imported:
         p = archive.provenance(run)
         assert p["git_revision"] == REV and p["imported_from"] == "theirs.tar.gz"
@@ -316,11 +322,17 @@ def test_metrics_only_profile_and_kind_filters(tmp_path, monkeypatch) -> None:
     a = tmp_path / "a"
 
     m = archive.export_runs(tmp_path / "m.tar.gz", models=False, runs_dir=a)
-    assert m["metrics_only"] and {r["kind"] for r in m["runs"]} == {"teacher", "student"}
+    kinds = {r["kind"] for r in m["runs"]}
+    assert m["metrics_only"] and kinds == {"teacher", "ig_sample", "student"}
     with tarfile.open(tmp_path / "m.tar.gz") as tar:
         names = tar.getnames()
-    assert not any(n.endswith(("model.pt", "maps.npy", "checkpoint.pt")) for n in names)
-    assert all(set(r["files"]) <= set(archive.META_FILES) for r in m["runs"])
+    assert not any(n.endswith(("model.pt", "checkpoint.pt")) for n in names)
+    assert not any(n.startswith("ig_maps/") for n in names)  # the stores go as samples
+    for r in m["runs"]:
+        extra = {"maps.npy"} if r["kind"] == "ig_sample" else set()
+        assert set(r["files"]) <= set(archive.META_FILES) | extra
+    samples = [r for r in m["runs"] if r["kind"] == "ig_sample"]
+    assert len(samples) == 2 and all(r["files"]["maps.npy"]["bytes"] < 300 * 32 for r in samples)
 
     ci = archive.export_runs(tmp_path / "ci.tar.gz", profile="ci", ig=True, runs_dir=a)
     assert {r["profile"] for r in ci["runs"]} == {"ci"}
@@ -387,6 +399,34 @@ def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> Non
         assert sweep.prerequisites(sweep.validate([{**config, "seed": 1}])) != {}
 
 
+def test_lean_archive_carries_a_sample_of_the_ig_store(tiny, monkeypatch) -> None:
+    """Without --ig the store goes as its first maps; chapter 02 shows them on the other side
+    without training the teacher or computing IG, and `sample_ok=False` asks for the store."""
+    root, student = tiny
+    out, d = root / "lean.tar.gz", root / "d"
+    manifest = archive.export_runs(out, runs_dir=root / "a")
+    assert [r["kind"] for r in manifest["runs"]] == ["teacher", "ig_sample", "student"]
+    archive.import_runs(out, runs_dir=d)
+    monkeypatch.setenv("IGKD_RUNS", str(d))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained or computed for a figure the archive can serve")
+
+    monkeypatch.setattr(pipeline, "ig_run", boom)
+    profile = student.metrics["environment"]["profile"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # synthetic data
+        run, maps = pipeline.ig_maps_for_figures(profile)
+        assert run.kind == "ig_sample" and archive.provenance(run)["imported_from"] == "lean.tar.gz"
+        store = next((root / "a" / "ig_maps").iterdir())
+        full = np.load(store / "maps.npy")
+        assert maps.shape == (min(ig_store.SAMPLE_SIZE, len(full)), 32, 32)
+        assert np.array_equal(maps, full[: len(maps)])
+        assert run.metrics["store"] == store.name
+        with pytest.raises(AssertionError, match="computed for a figure"):
+            pipeline.ig_maps_for_figures(profile, sample_ok=False)
+
+
 # --- 9. the executed book travels in the archive -------------------------------------------------
 
 
@@ -430,7 +470,7 @@ def test_book_round_trip_and_schema(tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "x.tar.gz"
     args = ["runs", "export", str(out), "--runs", str(tmp_path / "a"), "--book", str(src)]
     assert cli.main(args) == 0
-    assert "runs (teacher 1, student 1) and the executed book (2 notebooks) to" in (
+    assert "runs (teacher 1, ig_sample 1, student 1) and the executed book (2 notebooks) to" in (
         capsys.readouterr().out
     )
     manifest = archive._read(out)
@@ -461,8 +501,9 @@ def test_book_round_trip_and_schema(tmp_path, monkeypatch, capsys) -> None:
     )
     assert files_under(tmp_path / "c") == files_under(tmp_path / "book"), "byte-identical"
     report = archive.import_runs(out, runs_dir=tmp_path / "r")  # the book is not a run
-    assert len(report.imported) == 2 and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+    assert len(report.imported) == 3 and sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         ".import.lock",
+        "ig_sample",
         "student",
         "teacher",
     ]

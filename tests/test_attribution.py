@@ -17,9 +17,10 @@ import torch
 from captum.attr import IntegratedGradients
 from captum.attr._utils.approximation_methods import approximation_parameters
 
-from igkd import attribution, data, models, runs
-from igkd.attribution import ig_map, integrated_gradients, load_ig_maps, precompute_ig
+from igkd import attribution, data, ig_store, models, runs
+from igkd.attribution import ig_map, integrated_gradients
 from igkd.errors import CheckpointError, ConfigError
+from igkd.ig_store import load_ig_maps, precompute_ig
 
 
 def calibrated_teacher(seed: int = 0) -> torch.nn.Module:
@@ -283,7 +284,7 @@ def test_store_is_aligned_cached_and_read_only(monkeypatch, tmp_path) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the cached store was recomputed")
 
-    monkeypatch.setattr(attribution, "integrated_gradients", boom)
+    monkeypatch.setattr(ig_store, "integrated_gradients", boom)
     again = precompute_ig(teacher_run, ds, n_steps=2, baseline="black", batch_size=6)
     assert again.path == store.path
 
@@ -310,7 +311,7 @@ KILL_SCRIPT = """
 import hashlib, json, torch
 torch.set_num_threads(1)
 from igkd import data
-from igkd.attribution import precompute_ig
+from igkd.ig_store import precompute_ig
 from test_attribution import _teacher_run
 ds = data.load_synthetic("train", 96)
 store = precompute_ig(_teacher_run(), ds, n_steps=4, batch_size=6, progress=False)

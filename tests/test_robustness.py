@@ -121,9 +121,27 @@ def test_the_rest_is_evaluated(folder, synthetic):
         severities=s.severities,
     )
     assert "2 model(s) were evaluated" in text and "synthetic" in text
-    # a second evaluation reads every logit from the cache
-    again = E.evaluate(found, s, progress=False)
+    # each model's measurements are a run-cache record: read back without inference or generation
+    records = E.planned_records(found, s)
+    assert all(x.done and x.metrics["environment"]["profile"] == "ci" for x in records)
+    assert len({x.path for x in records}) == 2
+
+    def boom(*args, **kwargs):
+        raise AssertionError("evaluated a model that has its record")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "logits", boom)
+        assert E.prepare(s, found, progress=False) == 0.0
+        again = E.evaluate(found, s, progress=False)
     assert all(np.array_equal(again.correct[k], r.correct[k]) for k in r.correct)
+    assert all(np.allclose(again.ece_t[k], r.ece_t[k]) for k in r.ece_t)
+    assert np.array_equal(again.logits[("brightness", 2)], r.logits[("brightness", 2)])
+    assert np.array_equal(again.temperature, r.temperature)
+    # a damaged record is not used: that model is evaluated again (from the logits cache)
+    (records[0].path / "record.npz").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="unreadable"):
+        third = E.evaluate(found, s, progress=False)
+    assert all(np.array_equal(third.correct[k], r.correct[k]) for k in r.correct)
 
 
 def test_settings_follow_the_profile_and_refuse_bad_values():
