@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from igkd import data, losses, models, paper, profiles, runs, train
-from igkd.errors import CheckpointError, ConfigError
+from igkd import data, models, paper, profiles, runs, train
+from igkd.config import StudentConfig
+from igkd.errors import CheckpointError
 from igkd.ig_store import (
     STORE_KIND,
     ig_config,
@@ -235,61 +237,28 @@ def ig_maps(
 
 
 def student_run(
-    compression: float | str = 4.1,
-    method: str = "KD_IG",
+    config: StudentConfig | float | str = 4.1,
+    method: str | None = None,
     *,
-    profile: str | None = None,
-    seed: int = 0,
-    alpha: float | None = None,
-    temperature: float | None = None,
-    overlay_prob: float | None = None,
-    gamma: float | None = None,
-    epochs: int | None = None,
-    teacher_outputs: str = "online",
-    at_form: str = "paper",
-    overlay_order: str = "aligned",
-    train_fraction: float = 1.0,
-    val_fraction: float = 0.0,
-    split_seed: int | None = None,
     data_root: str | Path | None = None,
     progress: bool = True,
     _plan: bool = False,
+    **settings: Any,
 ) -> runs.Run:
-    """The finished student run: `method` (a paper preset, with overrides) at `compression`.
+    """The finished student run of `config` (a `StudentConfig`, or a compression with the other
+    StudentConfig fields as `method` and keyword arguments), trained now if the cache lacks it.
 
     Gets or trains the teacher and gets or computes the IG maps it needs, through the run cache.
-    The run holds model.pt, history.csv and metrics.json.
-
-    Data: `val_fraction` > 0 holds out a stratified validation split of the profile's training set
-    (never the test set) and adds final/best_val_accuracy to the metrics, for tuning;
-    `train_fraction` < 1 then trains on a stratified random subset of the rest (the paper's
-    Monte Carlo "Train80Rand" is train_fraction=0.8 with a different seed per run). Both draws use
-    `split_seed`, None meaning the run's `seed`. The teacher and the IG maps stay those of the
-    whole training set.
+    The run holds model.pt, history.csv and metrics.json (with the validation split's accuracy
+    when `val_fraction` > 0). The teacher and the IG maps stay those of the whole training set.
     """
-    s = student_settings(
-        compression,
-        method,
-        profile=profile,
-        alpha=alpha,
-        temperature=temperature,
-        overlay_prob=overlay_prob,
-        gamma=gamma,
-        epochs=epochs,
-        teacher_outputs=teacher_outputs,
-        at_form=at_form,
-        overlay_order=overlay_order,
-        seed=seed,
-        train_fraction=train_fraction,
-        val_fraction=val_fraction,
-        split_seed=split_seed,
-    )
-    prof, row = profiles.get(s["profile"]), models.COMPRESSION_TABLE[s["compression"]]
-    m, r = losses.Method(**s["weights"]), train.Recipe(**s["recipe"])
+    c = StudentConfig.of(config, method=method, **settings)
+    s = c.settings()
+    prof, row, m, r = profiles.get(c.profile), c.row, c.weights, c.recipe
     full_train, test_ds = datasets(prof, data_root)
-    train_idx, val_ds = _split(full_train, s)
+    train_idx, val_ds = _split(full_train, c.splits)
     train_ds = full_train.subset(train_idx) if train_idx is not None else full_train
-    uses_teacher = m.needs_teacher or m.overlay_prob > 0  # the IG maps are the teacher's too
+    uses_teacher = c.needs_teacher
     # The teacher and the IG store are named (their cache paths) before they are obtained, so a
     # finished student (e.g. imported from an archive without the IG store) is read back without
     # training its teacher or computing its maps.
@@ -297,26 +266,13 @@ def student_run(
     i_run = None
     if m.overlay_prob > 0:
         i_run = planned_ig(prof.name, teacher=t_run, data_root=data_root)
-    config = {
-        "model": "student",
-        "layers_removed": row.layers_removed,
-        "method": dataclasses.asdict(m),
-        "recipe": dataclasses.asdict(r),
-        "seed": seed,
-        "teacher_run": t_run.path.name if t_run is not None else None,
-        "ig_run": i_run.path.name if i_run is not None else None,
-        "teacher_outputs": s["teacher_outputs"],
-        "overlay_order": s["overlay_order"],
-        "train_data": train_ds.fingerprint,
-        "test_data": test_ds.fingerprint,
-    }
-    # Only settings that differ from the defaults enter the config, so that the runs made before
-    # these options existed keep their hashes.
-    for key in ("train_fraction", "val_fraction", "split_seed"):
-        if key in s:
-            config[key] = s[key]
-    if val_ds is not None:
-        config["val_data"] = val_ds.fingerprint
+    config = c.cache_config(
+        teacher_run=t_run.path.name if t_run is not None else None,
+        ig_run=i_run.path.name if i_run is not None else None,
+        train_data=train_ds.fingerprint,
+        test_data=test_ds.fingerprint,
+        val_data=val_ds.fingerprint if val_ds is not None else None,
+    )
     if _plan:
         return runs.Run.for_config("student", config)
 
@@ -333,7 +289,7 @@ def student_run(
         teacher = load_model(t_run) if m.needs_teacher else None
         layer = models.attention_layer(row.layers_removed)
         cached = None
-        if m.needs_teacher and teacher_outputs == "cached":
+        if m.needs_teacher and c.teacher_outputs == "cached":
             cached = train.teacher_outputs(teacher, train_ds, layer)
         maps = None
         if i_run is not None:  # float16 on disk, over the whole training set; the overlay: float32
@@ -345,19 +301,19 @@ def student_run(
             m,
             teacher,
             maps,
-            teacher_outputs,
+            c.teacher_outputs,
             cached,
             student_layer=layer,
             teacher_layer=layer,
-            overlay_order=overlay_order,
+            overlay_order=c.overlay_order,
         )
-        torch.manual_seed(seed)
+        torch.manual_seed(c.seed)
         student = models.student(layers_removed=row.layers_removed)
         metrics = train.fit(
             student,
             train_ds,
             r,
-            seed=seed,
+            seed=c.seed,
             run=run,
             test=test_ds,
             val=val_ds,
@@ -367,7 +323,7 @@ def student_run(
         run.save_torch("model.pt", student.state_dict())
         return {
             **metrics,
-            "method": method,
+            "method": c.method,
             "compression": row.label,
             "compression_ratio": row.ratio,
             "parameters": row.parameters,
@@ -377,99 +333,24 @@ def student_run(
             **({"val_images": len(val_ds)} if val_ds is not None else {}),
             "teacher_test_accuracy": t_run.metrics["final_test_accuracy"] if t_run else None,
             "settings": s,
-            "environment": profiles.environment(prof.name, seed),
+            "environment": profiles.environment(prof.name, c.seed),
         }
 
     return runs.get_or_run("student", config, compute)
 
 
-def planned_student(compression: float | str = 4.1, method: str = "KD_IG", **settings) -> runs.Run:
+def planned_student(
+    config: StudentConfig | float | str = 4.1, method: str | None = None, **settings: Any
+) -> runs.Run:
     """The student run of `student_run`'s arguments as the cache names it, finished or not; nothing
     is trained (only the data is read, for its fingerprint)."""
-    return student_run(compression, method, **settings, _plan=True)
-
-
-def student_settings(
-    compression: float | str = 4.1,
-    method: str = "KD_IG",
-    *,
-    profile: str | None = None,
-    alpha: float | None = None,
-    temperature: float | None = None,
-    overlay_prob: float | None = None,
-    gamma: float | None = None,
-    epochs: int | None = None,
-    teacher_outputs: str = "online",
-    at_form: str = "paper",
-    overlay_order: str = "aligned",
-    seed: int = 0,
-    train_fraction: float = 1.0,
-    val_fraction: float = 0.0,
-    split_seed: int | None = None,
-) -> dict:
-    """Validate a student's settings and return them resolved; a ConfigError names a bad value.
-
-    Cheap (no data, no training): notebooks and sweeps call it first so bad parameters stop at
-    once. train_fraction, val_fraction and split_seed (resolved: None -> `seed`) appear in the
-    result only when they change the data, i.e. not for the defaults.
-    """
-    if not _is_int(seed):
-        raise ConfigError(f"seed={seed!r}; use an integer")
-    if split_seed is not None and not _is_int(split_seed):
-        raise ConfigError(f"split_seed={split_seed!r}; use an integer or None (the run's seed)")
-    if not (_is_number(train_fraction) and 0 < train_fraction <= 1):
-        raise ConfigError(f"train_fraction={train_fraction!r}; use a fraction in (0, 1]")
-    if not (_is_number(val_fraction) and 0 <= val_fraction < 1):
-        raise ConfigError(f"val_fraction={val_fraction!r}; use a fraction in [0, 1)")
-    prof = profiles.get(profile)
-    row = models.compression_row(compression)
-    m = losses.method(
-        method,
-        alpha=alpha,
-        temperature=temperature,
-        overlay_prob=overlay_prob,
-        gamma=gamma,
-        at_form=at_form,
-    )
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"epochs={epochs!r}; use a positive integer or None (the profile's)")
-    recipe = train.Recipe(
-        **{**prof.student_recipe, **({"epochs": epochs} if epochs is not None else {})}
-    )
-    if teacher_outputs not in ("online", "cached"):
-        raise ConfigError(f"teacher_outputs={teacher_outputs!r}; use 'online' or 'cached'")
-    if overlay_order not in ("aligned", "published"):
-        raise ConfigError(f"overlay_order={overlay_order!r}; use 'aligned' or 'published'")
-    out = {
-        "profile": prof.name,
-        "compression": row.label,
-        "layers_removed": row.layers_removed,
-        "method": method,
-        "weights": dataclasses.asdict(m),
-        "recipe": dataclasses.asdict(recipe),
-        "teacher_outputs": teacher_outputs if m.needs_teacher else None,
-        "overlay_order": overlay_order if m.overlay_prob > 0 else None,
-    }
-    if train_fraction < 1:
-        out["train_fraction"] = float(train_fraction)
-    if val_fraction > 0:
-        out["val_fraction"] = float(val_fraction)
-    if train_fraction < 1 or val_fraction > 0:  # the seed of the draws that make the splits
-        out["split_seed"] = split_seed if split_seed is not None else seed
-    return out
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return student_run(config, method, **settings, _plan=True)
 
 
 def _split(train_ds: data.Dataset, s: dict) -> tuple[torch.Tensor | None, data.Dataset | None]:
     """(indices of the training images used or None for all, validation set or None) of the
-    resolved settings `s`: validation split first, then the training fraction of the rest."""
+    split settings `s` (`StudentConfig.splits`): validation split first, then the training
+    fraction of the rest."""
     if "split_seed" not in s:
         return None, None
     idx, val = torch.arange(len(train_ds)), None

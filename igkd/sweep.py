@@ -22,7 +22,6 @@ never compute the same run at once (each run directory's flock).
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import os
 import warnings
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from igkd import paths, pipeline
+from igkd.config import StudentConfig
 from igkd.errors import ConfigError, SweepError
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IGKD_SCHEDULER"
 WORKERS_ENV = "IGKD_WORKERS"
-_RUN_ARGS = [a for a in inspect.signature(pipeline.student_run).parameters if a[0] != "_"]
-_SETTINGS_ARGS = inspect.signature(pipeline.student_settings).parameters
+_RUN_ONLY = ("data_root", "progress")  # student_run's arguments that are not StudentConfig fields
 
 
 # --- clusters --------------------------------------------------------------------------------------
@@ -162,41 +161,39 @@ def connect(
 # --- configs ---------------------------------------------------------------------------------------
 
 
-def validate(configs: Sequence[dict]) -> list[dict]:
-    """Check every config with `pipeline.student_settings` (no data, no training) and return
-    copies whose `profile` is resolved here, so that workers whose IGKD_PROFILE (or GPU) differs
-    still run what the caller meant. A ConfigError names the config (by index) and the bad value.
-    """
+def _student_config(config: dict) -> StudentConfig:
+    return StudentConfig.of({k: v for k, v in config.items() if k not in _RUN_ONLY})
+
+
+def validate(configs: Sequence[dict | StudentConfig]) -> list[dict]:
+    """Check every config (a `StudentConfig`, or a dict of its fields plus `data_root` and
+    `progress`) without data or training, and return dicts of `pipeline.student_run` keyword
+    arguments whose `profile` is resolved here, so that workers whose IGKD_PROFILE (or GPU)
+    differs still run what the caller meant. A ConfigError names the config (by index) and the
+    bad value."""
     if isinstance(configs, dict) or not isinstance(configs, Sequence):
-        raise ConfigError("configs must be a list of dicts (keyword arguments of student_run)")
+        raise ConfigError("configs must be a list of StudentConfigs or dicts of their fields")
     out = []
     for i, config in enumerate(configs):
+        if isinstance(config, StudentConfig):
+            config = config.kwargs()
         if not isinstance(config, dict):
-            raise ConfigError(f"configs[{i}] is a {type(config).__name__}; use a dict")
-        unknown = sorted(set(config) - set(_RUN_ARGS))
-        if unknown:
             raise ConfigError(
-                f"configs[{i}] has unknown setting(s) {unknown}; use keyword arguments of "
-                f"pipeline.student_run ({', '.join(_RUN_ARGS)})"
+                f"configs[{i}] is a {type(config).__name__}; use a StudentConfig or a dict"
             )
         try:
-            settings = pipeline.student_settings(
-                **{k: v for k, v in config.items() if k in _SETTINGS_ARGS}
-            )
+            c = _student_config(config)
         except ConfigError as e:
             raise ConfigError(f"configs[{i}] {config}: {e}") from None
-        out.append({"progress": False, **config, "profile": settings["profile"]})
+        out.append({"progress": False, **config, "profile": c.profile})
     return out
 
 
 def _needs(config: dict) -> tuple[tuple[str, str | None], bool, bool]:
     """((profile, data root), needs the teacher, needs the IG maps) of a validated config."""
-    s = pipeline.student_settings(**{k: v for k, v in config.items() if k in _SETTINGS_ARGS})
-    w = s["weights"]
-    ig = w["overlay_prob"] > 0
-    teacher = ig or w["alpha"] > 0 or w["gamma"] > 0
+    c = _student_config(config)
     root = config.get("data_root")
-    return (s["profile"], str(root) if root is not None else None), teacher, ig
+    return (c.profile, str(root) if root is not None else None), c.needs_teacher, c.needs_ig
 
 
 def prerequisites(configs: Sequence[dict]) -> dict[tuple[str, str | None], bool]:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from igkd import archive, book, imagenet, paper, pipeline, profiles, report, runs, train
+from igkd.config import StudentConfig
 from igkd.errors import BookError, ConfigError
 
 
@@ -119,7 +120,7 @@ def _fake_run(kind: str, config: dict, metrics: dict) -> None:
 
 
 def _student(method, seed, accuracy, train_images, profile="ci", **settings):
-    s = pipeline.student_settings(4.1, method, profile="ci", **settings)
+    s = StudentConfig(4.1, method, profile="ci", **settings).settings()
     _, test = pipeline.datasets(profiles.get("ci"))
     config = {"model": "student", "method": method, "seed": seed, "settings": s}
     metrics = {

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_ci_profile
 
 from igkd import losses, models, pipeline, profiles, train
+from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 
 
@@ -73,4 +74,4 @@ def test_runs_are_reused(tiny, monkeypatch):
 )
 def test_bad_settings_stop_before_any_work(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        pipeline.student_settings(**{"profile": "ci", **kwargs})
+        StudentConfig.of({"profile": "ci", **kwargs})

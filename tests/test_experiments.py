@@ -9,6 +9,7 @@ import matplotlib
 import pytest
 
 from igkd import experiments, paper, pipeline, runs
+from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 
 matplotlib.use("Agg")
@@ -67,8 +68,8 @@ def test_quick_experiments_train_one_epoch_and_share_runs_between_notebooks():
         **experiments.grid(["KD_IG"], [0], profile="quick", epochs=1, **share)[0],
         "compression": "4.1",
     }
-    a = pipeline.student_settings(**ablation)
-    b = pipeline.student_settings(**sweep_point)
+    a = StudentConfig.of(ablation).settings()
+    b = StudentConfig.of(sweep_point).settings()
     assert a == b and a["recipe"]["epochs"] == 1
     assert a["train_fraction"] == 0.2 and a["split_seed"] == 0  # one subset for every seed
 

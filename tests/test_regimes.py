@@ -109,11 +109,11 @@ def test_the_conclusion_follows_the_numbers(tmp_path):
 
 
 def test_regimes_of_the_profiles_are_valid_student_settings():
-    from igkd import pipeline
+    from igkd.config import StudentConfig
 
     for name in ("ci", "quick"):
         for r in regimes.regimes_for(name):
-            pipeline.student_settings(profile=name, method="student", **r.settings())
+            StudentConfig.of(r.settings(), profile=name, method="student")
     with pytest.raises(ConfigError, match="unknown regime"):
         regimes.regimes_for("quick", ["nope"])
     assert profiles.get("paper").experiments.get("regimes") is None

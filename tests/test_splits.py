@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_ci_profile
 
 from igkd import pipeline, profiles, runs
+from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 
 # The config keys of a student run before train_fraction / val_fraction / split_seed existed: a
@@ -82,7 +83,7 @@ def test_train80rand_draws_a_stratified_subset_per_seed(configs):
     assert a["train_data"] != b["train_data"]  # a fresh subset per run
     assert c["train_data"] == a["train_data"]  # ... unless the split seed is pinned
     full, _ = pipeline.datasets(profiles.get("ci"))
-    s = pipeline.student_settings(profile="ci", seed=1, train_fraction=0.8)
+    s = StudentConfig(profile="ci", seed=1, train_fraction=0.8).splits
     idx, val = pipeline._split(full, s)
     assert val is None and len(idx) == 160
     assert torch.bincount(full.labels[idx], minlength=10).tolist() == [16] * 10
@@ -90,7 +91,7 @@ def test_train80rand_draws_a_stratified_subset_per_seed(configs):
 
 def test_validation_split_comes_from_the_training_set(tiny):
     full, test = pipeline.datasets(profiles.get(tiny))
-    s = pipeline.student_settings(profile=tiny, seed=3, val_fraction=0.25, train_fraction=0.5)
+    s = StudentConfig(profile=tiny, seed=3, val_fraction=0.25, train_fraction=0.5).splits
     assert (s["val_fraction"], s["train_fraction"], s["split_seed"]) == (0.25, 0.5, 3)
     idx, val = pipeline._split(full, s)
     assert len(val) == 50 and len(idx) == 75  # 25 % held out, half of the other 150 trained on
@@ -125,4 +126,4 @@ def test_student_with_validation_and_subset_trains(tiny):
 )
 def test_bad_split_settings_are_rejected(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        pipeline.student_settings(profile="ci", **kwargs)
+        StudentConfig(profile="ci", **kwargs)
