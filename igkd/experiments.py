@@ -31,6 +31,10 @@ def runs_for(kind: str, profile: str | None, runs: int | None) -> int:
 def setting(kind: str, profile: str | None, value: object, default: object) -> object:
     """A notebook parameter: `value` if given (not None), else the profile's `kind` (e.g.
     ablation_methods), else the paper's `default`. The quick profile narrows grids this way."""
+    if kind not in profiles.EXPERIMENT_KEYS:
+        raise ConfigError(
+            f"unknown experiment setting {kind!r}; use one of profiles.EXPERIMENT_KEYS"
+        )
     if value is not None:
         return value
     return profiles.get(profile).experiments.get(kind, default)

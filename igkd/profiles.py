@@ -35,8 +35,70 @@ class Profile:
     # and experiment_data_share (absent = 1) trains them on that share of the training set.
     experiments: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A misspelled key would otherwise be a silent default: refuse it, naming the known ones.
+        for what, given, known in (
+            ("teacher_recipe", self.teacher_recipe, RECIPE_FIELDS),
+            ("student_recipe", self.student_recipe, RECIPE_FIELDS),
+            ("experiments", self.experiments, EXPERIMENT_KEYS),
+        ):
+            if unknown := sorted(set(given) - set(known)):
+                raise ConfigError(
+                    f"profile {self.name!r}: unknown {what} key(s) {unknown}; "
+                    f"use {', '.join(known)}"
+                )
+
     def replace(self, **changes: object) -> Profile:
         return dataclasses.replace(self, **changes)
+
+
+# The fields of igkd.train.Recipe (not imported: train imports torch; a test checks they agree).
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "normalized",
+    "augment",
+    "precision",
+)
+# What a profile's `experiments` may set (see the comment in Profile); the robustness_<name> keys
+# override chapter 10's settings (igkd.robustness_eval.DEFAULTS, a test checks they agree).
+EXPERIMENT_KEYS = (
+    "ablation_runs",
+    "ablation_methods",
+    "monte_carlo_runs",
+    "monte_carlo_methods",
+    "sweep_runs",
+    "sweep_compressions",
+    "sweep_methods",
+    "experiment_epochs",
+    "experiment_data_share",
+    "tuning_trials",
+    "tuning_epochs",
+    "regimes",
+    "regime_runs",
+    "regime_methods",
+    "regime_budget_hours",
+    *(
+        f"robustness_{k}"
+        for k in (
+            "test_images",
+            "corruptions",
+            "severities",
+            "jpeg_qualities",
+            "noise_sigmas",
+            "val_images",
+            "workers",
+            "n_boot",
+        )
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import math
 import matplotlib
 import pytest
 
-from igkd import experiments, paper, pipeline, runs
+from igkd import experiments, paper, pipeline, profiles, runs
 from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 
@@ -156,3 +156,20 @@ def test_finished_students_skips_foreign_runs(tmp_path, monkeypatch):
     assert [m["environment"]["profile"] for _, m in ci] == ["ci"]
     # runs without model.pt (a metrics-only import) cannot serve notebooks that load models
     assert pipeline.finished_students() == []
+
+
+def test_profiles_refuse_misspelled_keys():
+    import dataclasses
+
+    from igkd import robustness_eval, train
+
+    assert profiles.RECIPE_FIELDS == tuple(f.name for f in dataclasses.fields(train.Recipe))
+    rob = {k for k in profiles.EXPERIMENT_KEYS if k.startswith("robustness_")}
+    assert rob == {f"robustness_{k}" for k in robustness_eval.DEFAULTS["default"]}
+    quick = profiles.get("quick")
+    with pytest.raises(ConfigError, match=r"unknown experiments key\(s\) \['ablation_run'\]"):
+        quick.replace(experiments={**quick.experiments, "ablation_run": 5})
+    with pytest.raises(ConfigError, match=r"unknown student_recipe key\(s\) \['epoch'\]"):
+        quick.replace(student_recipe={**quick.student_recipe, "epoch": 5})
+    with pytest.raises(ConfigError, match="unknown experiment setting 'sweep_run'"):
+        experiments.setting("sweep_run", "quick", None, 1)
