@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from igkd.errors import IgkdError
 
@@ -137,6 +138,22 @@ def _runs_list(args: argparse.Namespace) -> None:
         print(f"no finished runs in {args.runs or paths.runs_dir()}")
 
 
+def _runs_migrate(args: argparse.Namespace) -> None:
+    """Tag the student runs made before runs recorded their purpose (`report.tag_untagged`)."""
+    from igkd import paths, report
+
+    root = Path(args.runs).expanduser().resolve() if args.runs else paths.runs_dir()
+    with paths.runs_dir_override(root):
+        for name in [args.profile] if args.profile else ["ci", "quick", "paper"]:
+            try:
+                done = report.tag_untagged(name)
+            except IgkdError as e:  # e.g. no CIFAR-10 here for that profile's fingerprint
+                print(f"{name}: skipped ({e})")
+                continue
+            what = ", ".join(f"{k} {v}" for k, v in done.items()) or "nothing to tag"
+            print(f"{name}: tagged {what}")
+
+
 def _add_runs(sub: argparse._SubParsersAction) -> None:
     runs = sub.add_parser("runs", help="export, import or list the finished runs of the run cache")
     rsub = runs.add_subparsers(dest="runs_command", required=True)
@@ -175,6 +192,13 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     im.set_defaults(func=_runs_import)
     ls = rsub.add_parser("list", parents=[where], help="one line per finished run")
     ls.set_defaults(func=_runs_list)
+    mi = rsub.add_parser(
+        "migrate",
+        parents=[where],
+        help="tag the student runs made before runs recorded their purpose, by the old rules",
+    )
+    mi.add_argument("--profile", choices=["ci", "quick", "paper"], help="only this profile")
+    mi.set_defaults(func=_runs_migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

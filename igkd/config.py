@@ -20,6 +20,19 @@ from typing import Any
 from igkd import losses, models, profiles, train
 from igkd.errors import ConfigError
 
+# What a student run can be for (`purpose`): the experiments of notebooks 04, 05, 06, 09 and 11, and
+# a single run (notebook 03 or a script). The summary page counts runs by these tags.
+EXPERIMENTS = ("ablation", "monte-carlo", "sweep", "tuning", "regime", "single")
+
+
+def purpose(experiment: str, profile: str | None = None, **params: Any) -> dict[str, Any]:
+    """The tag a run records for what it was made (or reused) for: {"experiment", "profile",
+    **params}, e.g. purpose("ablation", "quick", methods=[...], runs=3, epochs=5, data_share=0.2).
+    `params` must be JSON values; ConfigError for an unknown experiment."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment={experiment!r}; use one of {', '.join(EXPERIMENTS)}")
+    return {"experiment": experiment, "profile": profiles.resolve(profile), **params}
+
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)

@@ -242,11 +242,13 @@ def student_run(
     *,
     data_root: str | Path | None = None,
     progress: bool = True,
+    purpose: dict | None = None,
     _plan: bool = False,
     **settings: Any,
 ) -> runs.Run:
     """The finished student run of `config` (a `StudentConfig`, or a compression with the other
     StudentConfig fields as `method` and keyword arguments), trained now if the cache lacks it.
+    `purpose` (`config.purpose(...)`) tags the run, new or reused, with the experiment it serves.
 
     Gets or trains the teacher and gets or computes the IG maps it needs, through the run cache.
     The run holds model.pt, history.csv and metrics.json (with the validation split's accuracy
@@ -336,7 +338,10 @@ def student_run(
             "environment": profiles.environment(prof.name, c.seed),
         }
 
-    return runs.get_or_run("student", config, compute)
+    run = runs.get_or_run("student", config, compute)
+    if purpose is not None:
+        run.add_purpose(purpose)
+    return run
 
 
 def planned_student(

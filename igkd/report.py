@@ -6,15 +6,12 @@ the run cache (`IGKD_RUNS`) or from a result file a notebook wrote with `save_re
 a paragraph of conclusions (`conclusions_markdown`) that `igkd.conclusions.summary` writes from the
 same runs the tables count.
 
-Which runs count, for a profile:
-- only runs made in that profile and evaluated on that profile's test set (same data fingerprint);
-- the teacher: runs with the profile's teacher recipe;
-- students: the paper's method presets, the profile's experiment recipe (its student recipe
-  with the experiments' epochs, `experiment_epochs`), the default fixes (online teacher outputs,
-  IG map aligned with its image); runs with other settings are left out;
-- the ablation and the sweep: students trained on the experiments' share of the profile's
-  training set (`experiment_data_share`, all of it unless the profile narrows it); the Monte
-  Carlo: students trained on a random 80 % of that share (Train80Rand: 78-82 %).
+Which runs count, for a profile: only runs made in that profile and evaluated on its test set (same
+data fingerprint); the teacher: runs with the profile's teacher recipe; students: by the purpose
+each run records (`Run.purposes`, tagged when a notebook submits or reuses it): the ablation rows
+count runs tagged "ablation", the Monte Carlo rows "monte-carlo", the sweep rows "sweep". Runs made
+before runs recorded their purpose are counted only once `tag_untagged` (`igkd runs migrate`) has
+tagged them by the rules the page used to apply.
 """
 
 from __future__ import annotations
@@ -36,8 +33,6 @@ from igkd.errors import ConfigError
 
 NOT_RUN = "not run in this profile"
 RESULT_NAMES = ("imagenet", "latency", "robustness")  # measurements that are not runs of the cache
-MONTE_CARLO_FRACTION = (0.78, 0.82)  # share of the training set used by a Train80Rand run
-FULL = (1.0, 1.0)  # the ablation and sweep runs train on all of the experiments' share
 SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM Table 13)
 MONTE_CARLO_METHODS = tuple(paper.MONTE_CARLO)
 SWEEP_SECTION = "Compression sweep (ESM Table 13)"
@@ -130,7 +125,7 @@ def imagenet_records(
     experiments' recipe and training share; not Monte Carlo draws, tuning trials or notebook 03's
     longer run). `run_metrics`: student name in `result.students` -> its run's metrics with the
     run's folder name under "run". `generated` marks scores on generated images."""
-    counted = {m["run"] for m in _students(collect(profile, data_root), None, "4.1", FULL)}
+    counted = {m["run"] for m in _students(collect(profile, data_root), None, "4.1", "ablation")}
 
     def record(model: str, scores: list) -> dict:
         return {
@@ -168,26 +163,25 @@ class ProfileRuns:
     share: float  # the share of it the experiments train on (experiment_data_share)
     epochs: int  # epochs of the experiment runs
     teachers: list[dict]  # metrics of teacher runs with the profile's recipe
-    students: list[dict]  # metrics (+ "run": folder name) of preset runs with the default fixes
-    other_students: int  # student runs of the profile left out (other settings)
+    # metrics (+ "run": folder name, "experiments": the experiments of this profile it serves)
+    students: list[dict]
+    other_students: int  # student runs of the profile that serve none of the page's experiments
+    untagged: int = 0  # student runs of the profile that record no purpose (made before tags)
     run_paths: list[Path] = dataclasses.field(default_factory=list)  # the runs counted
+
+
+COUNTED = ("ablation", "monte-carlo", "sweep")  # the experiments the summary page has rows for
 
 
 def collect(profile: str | None = None, data_root: str | Path | None = None) -> ProfileRuns:
     """Read the run cache for `profile`: see the module docstring for which runs count."""
-    from igkd import pipeline  # pipeline imports torch-heavy modules; only needed here
+    from igkd import experiments, pipeline  # pipeline imports torch-heavy modules
 
     prof = profiles.get(profile)
     train_ds, test_ds = pipeline.datasets(prof, data_root)
     teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
-    from igkd import experiments  # the notebooks' own reading of the profile's experiments
-
-    recipe = train.Recipe(**prof.student_recipe)
-    recipe = dataclasses.replace(
-        recipe, epochs=experiments.epochs_for(prof.name, None)[0] or recipe.epochs
-    )
-    student_recipe = _plain(dataclasses.asdict(recipe))
-    epochs, share = recipe.epochs, experiments.data_share(prof.name, None)
+    epochs = experiments.epochs_for(prof.name, None)[0] or prof.student_recipe["epochs"]
+    share = experiments.data_share(prof.name, None)
 
     def mine(run: runs.Run) -> dict | None:
         m = run.metrics
@@ -199,22 +193,16 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         if (m := mine(run)) is not None and run.config.get("recipe") == teacher_recipe:
             teachers.append(m)
             run_paths.append(run.path)
-    students, other = [], 0
+    students, other, untagged = [], 0, 0
     for run in runs.find_runs("student"):
-        m = mine(run)
-        if m is None:
+        if (m := mine(run)) is None:
             continue
-        s = m["settings"]
-        preset = losses.METHODS.get(m["method"])
-        default = (
-            preset is not None
-            and s["weights"] == _plain(dataclasses.asdict(preset))
-            and s["recipe"] == student_recipe
-            and s.get("teacher_outputs") in (None, "online")
-            and s.get("overlay_order") in (None, "aligned")
-        )
-        if default:
-            students.append({**m, "run": run.path.name})
+        tags = run.purposes
+        serves = {p.get("experiment") for p in tags if p.get("profile") == prof.name}
+        if not tags:
+            untagged += 1
+        elif serves & set(COUNTED):
+            students.append({**m, "run": run.path.name, "experiments": sorted(serves)})
             run_paths.append(run.path)
         else:
             other += 1
@@ -227,8 +215,54 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         teachers,
         students,
         other,
+        untagged,
         run_paths,
     )
+
+
+def tag_untagged(profile: str | None = None, data_root: str | Path | None = None) -> dict:
+    """Tag the student runs that record no purpose (made before runs recorded one) by the rules the
+    summary page used to apply, once: a run of the profile's experiment recipe, a paper preset and
+    the default fixes serves the sweep, and at 4.1x the ablation too, when it trained on the
+    experiments' whole share of the training set; the Monte Carlo when on 78-82 % of that share.
+    Other untagged runs stay untagged. Returns {experiment: runs tagged} (`igkd runs migrate`)."""
+    from igkd import config, experiments, pipeline
+
+    prof = profiles.get(profile)
+    train_ds, test_ds = pipeline.datasets(prof, data_root)
+    recipe = train.Recipe(**prof.student_recipe)
+    epochs = experiments.epochs_for(prof.name, None)[0] or recipe.epochs
+    wanted = _plain(dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs)))
+    share = experiments.data_share(prof.name, None)
+    done: dict[str, int] = {}
+    for run in runs.find_runs("student"):
+        try:
+            m = run.metrics
+        except Exception:  # noqa: BLE001 - an unreadable run is simply not tagged
+            continue
+        same = m.get("environment", {}).get("profile") == prof.name
+        if run.purposes or not same or run.config.get("test_data") != test_ds.fingerprint:
+            continue
+        s, preset = m.get("settings") or {}, losses.METHODS.get(m.get("method"))
+        default = (
+            preset is not None
+            and s.get("weights") == _plain(dataclasses.asdict(preset))
+            and s.get("recipe") == wanted
+            and s.get("teacher_outputs") in (None, "online")
+            and s.get("overlay_order") in (None, "aligned")
+        )
+        if not default:
+            continue
+        used = m["train_images"] / len(train_ds) / share
+        names = []
+        if abs(used - 1) <= 1e-3:
+            names = ["ablation", "sweep"] if m["compression"] == "4.1" else ["sweep"]
+        elif 0.78 - 1e-3 <= used <= 0.82 + 1e-3:
+            names = ["monte-carlo"]
+        for name in names:
+            run.add_purpose(config.purpose(name, prof.name, migrated=True))
+            done[name] = done.get(name, 0) + 1
+    return done
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -255,29 +289,28 @@ def _row(section: str, what: str, paper_text: str, ours: list[float], paper_mean
     }
 
 
-def _students(found: ProfileRuns, method: str | None, compression: str, fraction) -> list[dict]:
-    """Metrics of the counted students of `method` (None: any) at `compression` trained on a share
-    in [lo, hi] = `fraction` of the experiments' share of the profile's training set."""
-    lo, hi = (f * found.share for f in fraction)
+def _students(found: ProfileRuns, method: str | None, compression: str, experiment: str) -> list:
+    """Metrics of the counted students of `method` (None: any) at `compression` that serve
+    `experiment` (ablation, monte-carlo or sweep) in this profile."""
     return [
         m
         for m in found.students
         if method in (None, m["method"])
         and m["compression"] == compression
-        and lo - 1e-3 <= m["train_images"] / found.train_images <= hi + 1e-3
+        and experiment in m["experiments"]
     ]
 
 
-def _accuracies(found: ProfileRuns, method: str, compression: str, fraction) -> list[float]:
+def _accuracies(found: ProfileRuns, method: str, compression: str, experiment: str) -> list[float]:
     """Final-epoch test accuracies (the paper's number) of `_students`."""
-    return [m["final_test_accuracy"] for m in _students(found, method, compression, fraction)]
+    return [m["final_test_accuracy"] for m in _students(found, method, compression, experiment)]
 
 
-def _by_seed(found: ProfileRuns, method: str, compression: str, fraction) -> dict:
+def _by_seed(found: ProfileRuns, method: str, compression: str, experiment: str) -> dict:
     """{seed: final test accuracy} of `_students` (the same runs as `_accuracies`); a run whose
     metrics name no seed is keyed by None plus its position, so no two runs collide."""
     out: dict = {}
-    for i, m in enumerate(_students(found, method, compression, fraction)):
+    for i, m in enumerate(_students(found, method, compression, experiment)):
         seed = m.get("environment", {}).get("seed")
         out[seed if seed is not None and seed not in out else (None, i)] = m["final_test_accuracy"]
     return out
@@ -293,7 +326,6 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     test accuracy in %, final epoch, as the paper reports them.
     """
     found = collect(profile, data_root)
-    full, mc = FULL, MONTE_CARLO_FRACTION
     rows = []
     # The raw numbers behind the rows, for the page's opening paragraph (`conclusions_markdown`).
     values: dict = {"teacher": [], "ablation": {}, "sweep": {}}
@@ -315,21 +347,23 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     for method in paper.METHODS:
         runs_ = paper.ABLATION_RUNS[method]
         text = f"{_stats(list(runs_))} (best {max(runs_):.2f})"
-        ours = _accuracies(found, method, "4.1", full)
-        values["ablation"][method] = _by_seed(found, method, "4.1", full)
+        ours = _accuracies(found, method, "4.1", "ablation")
+        values["ablation"][method] = _by_seed(found, method, "4.1", "ablation")
         rows.append(_row(section, method, text, ours, paper.ablation_mean(method)))
 
     section = "Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"
     for method in MONTE_CARLO_METHODS:
         mean, median, var = paper.MONTE_CARLO[method]
         text = f"{mean:.2f} ± {var**0.5:.2f} (median {median:.2f})"
-        rows.append(_row(section, method, text, _accuracies(found, method, "4.1", mc), mean))
+        rows.append(
+            _row(section, method, text, _accuracies(found, method, "4.1", "monte-carlo"), mean)
+        )
 
     section = SWEEP_SECTION
     for label, table in paper.SWEEP.items():
         ratio = models.COMPRESSION_TABLE[label].ratio
         for method in SWEEP_METHODS:
-            ours = _accuracies(found, method, label, full)
+            ours = _accuracies(found, method, label, "sweep")
             if ours:
                 values["sweep"].setdefault(method, {})[label] = statistics.fmean(ours)
             what = f"{label}x ({ratio:.4g}), {method}"
@@ -375,6 +409,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         data=found.data,
         values=values,
         other_students=found.other_students,
+        untagged=found.untagged,
         provenance=provenance(found.run_paths),
         students=f"{found.epochs} epoch(s) on "
         + (f"{found.share:.0%} of the training set" if found.share < 1 else "all training images"),
@@ -511,9 +546,14 @@ def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
         parts += [table.attrs["provenance"], ""]
     if table.attrs.get("other_students"):
         parts += [
-            f"{table.attrs['other_students']} student run(s) of this profile with non-default "
-            "settings (other weights, epochs, cached teacher outputs or the published overlay "
-            "order) are not counted here.",
+            f"{table.attrs['other_students']} student run(s) of this profile made for other "
+            "experiments (a single run, tuning, the regime study) are not counted here.",
+            "",
+        ]
+    if table.attrs.get("untagged"):
+        parts += [
+            f"{table.attrs['untagged']} student run(s) of this profile record no purpose (made "
+            "before runs recorded one) and are not counted; `igkd runs migrate` tags them.",
             "",
         ]
     for section, rows in table.groupby("section", sort=False):

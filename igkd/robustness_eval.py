@@ -299,7 +299,7 @@ def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[
         from igkd import report
 
         found = report.collect(profile)
-        counted = {m["run"] for m in report._students(found, None, "4.1", report.FULL)}
+        counted = {m["run"] for m in report._students(found, None, "4.1", "ablation")}
         finished = [(r, m) for r, m in finished if r.path.name in counted]
     out = []
     for run, m in finished:

@@ -98,6 +98,9 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
 
 
+PURPOSES_FILE = "purposes.json"
+
+
 @dataclass(eq=False)
 class Run:
     """One run directory: its kind, its config and where it lives (`<runs>/<kind>/<hash>`)."""
@@ -284,6 +287,26 @@ class Run:
             raise ConfigError(f"metrics is a {type(metrics).__name__}; expected a dict")
         self.write_json("metrics.json", metrics)
         paths.atomic_write_bytes(self.path / "DONE", f"{_now()}\n".encode())
+
+    # --- what the run was for ------------------------------------------------------------------
+
+    @property
+    def purposes(self) -> list[dict]:
+        """The experiments this run was made or reused for (`purposes.json`): each a dict with
+        "experiment" and that experiment's parameters; [] for a run never tagged."""
+        try:
+            found = self.read_json(PURPOSES_FILE) if (self.path / PURPOSES_FILE).exists() else []
+        except CheckpointError:
+            return []
+        return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+    def add_purpose(self, purpose: dict) -> None:
+        """Record that the run serves `purpose` (kept once; the file is not part of the hash, so
+        one run can serve several experiments, e.g. the ablation and the sweep's 4.1x point)."""
+        with self._locked():
+            found = self.purposes
+            if purpose not in found:
+                self.write_json(PURPOSES_FILE, [*found, purpose])
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive flock on `<run>/LOCK`; waits while another process holds it."""

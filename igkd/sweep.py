@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IGKD_SCHEDULER"
 WORKERS_ENV = "IGKD_WORKERS"
-_RUN_ONLY = ("data_root", "progress")  # student_run's arguments that are not StudentConfig fields
+# student_run's arguments that are not StudentConfig fields
+_RUN_ONLY = ("data_root", "progress", "purpose")
 
 
 # --- clusters --------------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ def run_many(
     retries: int = 1,
     progress: bool = True,
     errors: str = "raise",
+    purpose: dict | None = None,
 ) -> list[dict]:
     """Run every config (keyword arguments of `pipeline.student_run`) on Dask; return one entry per
     config, in input order.
@@ -341,8 +343,15 @@ def run_many(
     entries in the list instead. Either way the finished runs are cached: fix the cause and call
     again, and only the missing runs are computed.
 
-    `client` None uses `connect()` ($IGKD_SCHEDULER or a local cluster started for this call).
+    `purpose` (`config.purpose(...)`) tags every run that has none in its config with the
+    experiment it serves, new or reused. `client` None uses `connect()` ($IGKD_SCHEDULER or a
+    local cluster started for this call).
     """
+    if purpose is not None:
+        configs = [
+            {"purpose": purpose, **(c.kwargs() if isinstance(c, StudentConfig) else c)}
+            for c in configs
+        ]
     if errors not in ("raise", "return"):
         raise ConfigError(f"errors={errors!r}; use 'raise' or 'return'")
     if not isinstance(retries, int) or retries < 0:

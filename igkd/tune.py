@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from igkd import models, paths, sweep
+from igkd.config import purpose
 from igkd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -180,6 +181,8 @@ def tune(
     corners = [{**base, **{k: b[i] for k, b in space.items()}} for i in (0, 1)]
     corners = sweep.validate(corners)
     base["profile"] = corners[0]["profile"]
+    # Each trial's run records that it is one (the summary page leaves tuning trials out).
+    base["purpose"] = purpose("tuning", base["profile"], study=study_name)
     settings = json.loads(
         json.dumps(
             {

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from igkd import archive, book, imagenet, paper, pipeline, profiles, report, runs, train
-from igkd.config import StudentConfig
+from igkd.config import StudentConfig, purpose
 from igkd.errors import BookError, ConfigError
 
 
@@ -115,11 +115,11 @@ def ci_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _fake_run(kind: str, config: dict, metrics: dict) -> None:
-    runs.get_or_run(kind, config, lambda run: metrics)
+def _fake_run(kind: str, config: dict, metrics: dict) -> runs.Run:
+    return runs.get_or_run(kind, config, lambda run: metrics)
 
 
-def _student(method, seed, accuracy, train_images, profile="ci", **settings):
+def _student(method, seed, accuracy, train_images, profile="ci", tags=(), **settings):
     s = StudentConfig(4.1, method, profile="ci", **settings).settings()
     _, test = pipeline.datasets(profiles.get("ci"))
     config = {"model": "student", "method": method, "seed": seed, "settings": s}
@@ -131,7 +131,9 @@ def _student(method, seed, accuracy, train_images, profile="ci", **settings):
         "settings": s,
         "environment": {"profile": profile},
     }
-    _fake_run("student", {**config, "test_data": test.fingerprint}, metrics)
+    run = _fake_run("student", {**config, "test_data": test.fingerprint}, metrics)
+    for tag in tags:
+        run.add_purpose(purpose(tag, profile))
 
 
 @pytest.mark.filterwarnings("ignore:.*synthetic data")
@@ -142,12 +144,13 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
     teacher = {"model": "teacher", "recipe": recipe, "seed": 0, "test_data": test_ds.fingerprint}
     _fake_run("teacher", teacher, {"final_test_accuracy": 50.0, "environment": {"profile": "ci"}})
     n = len(train_ds)
-    _student("KD_IG", 0, 40.0, n)
-    _student("KD_IG", 1, 42.0, n)
-    _student("KD_IG", 2, 99.0, n, profile="quick")  # another profile: not counted
-    _student("KD_IG", 3, 99.0, n, teacher_outputs="cached")  # not the default fix
-    _student("KD_IG", 4, 99.0, n, alpha=0.5)  # not the preset
-    _student("student", 0, 30.0, int(0.8 * n))  # Train80Rand: the Monte Carlo
+    both = ("ablation", "sweep")
+    _student("KD_IG", 0, 40.0, n, tags=both)
+    _student("KD_IG", 1, 42.0, n, tags=both)
+    _student("KD_IG", 2, 99.0, n, profile="quick", tags=both)  # another profile: not counted
+    _student("KD_IG", 3, 99.0, n, teacher_outputs="cached", tags=["single"])  # notebook 03's
+    _student("KD_IG", 4, 99.0, n, alpha=0.5)  # records no purpose: not counted, said so
+    _student("student", 0, 30.0, int(0.8 * n), tags=["monte-carlo"])
     report.save_results("latency", [{"model": "4.1", "runtime": "pytorch", "precision": "fp32",
                                      "batch": 1, "median_ms": 1.2345}], "ci")  # fmt: skip
 
@@ -164,15 +167,16 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
     assert sweep.loc["4.1x (4.115), KD_IG", "ours"] == "41.00 ± 1.41"
     assert (sweep.drop(index="4.1x (4.115), KD_IG")["ours"] == report.NOT_RUN).all()
     assert rows["4.1x student"]["ours"] == "1.234" and rows["teacher"]["ours"] == report.NOT_RUN
-    assert table.attrs["other_students"] == 2
+    assert table.attrs["other_students"] == 1 and table.attrs["untagged"] == 1
 
     page = report.summary_markdown(report.summary_table("ci"), "header line")
+    assert "1 student run(s) of this profile record no purpose" in page
     assert "header line" in page and page.count("\n## ") == 7
     assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
 
 
 @pytest.mark.filterwarnings("ignore:.*synthetic data")
-def test_summary_counts_the_experiment_runs_of_a_profile_that_narrows_them(ci_cache, monkeypatch):
+def test_runs_made_before_purposes_are_tagged_by_the_old_rules(ci_cache, monkeypatch, capsys):
     # as the quick profile: experiment runs of 1 epoch (recipe: 3) on a share of the training set
     ci = profiles.PROFILES["ci"]
     experiments = {**ci.experiments, "experiment_epochs": 1, "experiment_data_share": 0.5}
@@ -186,12 +190,19 @@ def test_summary_counts_the_experiment_runs_of_a_profile_that_narrows_them(ci_ca
     _student("KD", 3, 99.0, n)  # notebook 03's: the recipe's 3 epochs on all images, not counted
     _student("KD", 4, 99.0, n, epochs=1)  # 1 epoch but all images: neither ablation nor MC
 
+    before = report.summary_table("ci")
+    assert before.attrs["untagged"] == 5 and "42.00" not in before["ours"].to_string()
+    from igkd import cli
+
+    assert cli.main(["runs", "migrate", "--profile", "ci"]) == 0
+    assert capsys.readouterr().out == "ci: tagged ablation 2, sweep 2, monte-carlo 1\n"
+    assert report.tag_untagged("ci") == {}  # once
     table = report.summary_table("ci").set_index(["section", "what"])
     ablation = table.loc["The eight methods at 4.1x (ten runs each in the paper)"]
     assert ablation.loc["KD", "ours"] == "42.00 ± 2.83" and ablation.loc["KD", "runs"] == 2
     mc = table.loc["Monte Carlo, Train80Rand at 4.1x (60 runs each in the paper)"]
     assert mc.loc["KD", "ours"] == "30.00"
-    assert table.attrs["other_students"] == 1  # the 3-epoch run
+    assert table.attrs["untagged"] == 2  # the 3-epoch run and the all-images one
     page = report.summary_markdown(report.summary_table("ci"))
     assert "students: 1 epoch(s) on 50% of the training set" in page
 

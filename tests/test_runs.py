@@ -273,3 +273,17 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
         assert killed_history == list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in killed_history] == [1, 2, 3, 4, 5, 6]
     assert runs.Run("toy", {}, killed_run).metrics["loss"] > 0
+
+
+def test_purposes_are_recorded_once_and_outside_the_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path))
+    run = runs.get_or_run("student", {"x": 1}, lambda r: {"ok": True})
+    assert run.purposes == []
+    a, b = {"experiment": "ablation", "profile": "ci"}, {"experiment": "sweep", "profile": "ci"}
+    run.add_purpose(a)
+    run.add_purpose(b)
+    run.add_purpose(a)
+    again = runs.get_or_run("student", {"x": 1}, lambda r: pytest.fail("recomputed"))
+    assert again.path == run.path and again.purposes == [a, b]
+    (run.path / runs.PURPOSES_FILE).write_text("{damaged")
+    assert run.purposes == []  # informative only: a damaged file reads as untagged
