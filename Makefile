@@ -20,9 +20,11 @@ lint:
 	pre-commit run --all-files
 
 # RESULTS=archive.tar.gz (from `igkd runs export`) first merges that archive's runs into the run
-# cache, so the notebooks reuse them; the book's banner then names the archive.
+# cache, so the notebooks reuse them, and tags runs made before runs recorded their purpose; the
+# book's banner then names the archive.
 reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=)
 	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs import $(RESULTS))
+	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs migrate)
 	$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume) \
 		$(if $(RESULTS),--results $(RESULTS))
 
