@@ -47,17 +47,17 @@ def _bench(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from igkd import data, deploy
+    from igkd import data, deploy, models
     from igkd.errors import ConfigError
 
     if args.calibration_images < 1:
         raise ConfigError(f"--calibration-images {args.calibration_images}; use a positive count")
     if args.run is not None:
-        model = deploy.load_run(args.run)
+        model = models.load_model(args.run)
         run_dir = Path(args.run).expanduser().resolve()
         name = f"{run_dir.parent.name}-{run_dir.name}"
     else:
-        model = deploy.load_checkpoint(args.checkpoint)
+        model = models.load_model(args.checkpoint)
         name = Path(args.checkpoint).stem
     calibration = None
     if args.int8:  # load the data first: a missing dataset should stop before the slow export

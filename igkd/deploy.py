@@ -100,7 +100,7 @@ class Deployable(nn.Module):
 
 
 def _normalized(model: nn.Module, normalized: bool | None) -> bool:
-    return getattr(model, "normalized_inputs", False) if normalized is None else bool(normalized)
+    return models.input_space(model) if normalized is None else bool(normalized)
 
 
 # --- latency -----------------------------------------------------------------------------------
@@ -470,32 +470,6 @@ def onnx_latency(
 # --- loading what to export ---------------------------------------------------------------------
 
 
-def load_checkpoint(path_or_name: str | Path) -> nn.Module:
-    """The teacher or a student from a state_dict file, or a published student by method name.
-
-    A state_dict with `features.18` is the teacher (huyvnphan layout); any other is read as a
-    student in either published layout (`models.load_student`).
-    """
-    p = Path(path_or_name).expanduser()
-    if not p.is_file():
-        if str(path_or_name) in models.PUBLISHED:
-            return models.load_published(str(path_or_name))
-        raise CheckpointError(
-            f"no checkpoint file at {p}; give a state_dict (.pt) or a published method "
-            f"({', '.join(models.PUBLISHED)})"
-        )
-    if any(k.startswith("features.18.") for k in models.read_state_dict(p)):
-        return models.load_teacher(p)
-    return models.load_student(p)
-
-
-def load_run(run_dir: str | Path) -> nn.Module:
-    """The trained model of a finished teacher or student run directory (`pipeline.load_model`)."""
-    from igkd import pipeline
-
-    return pipeline.load_model(run_dir)
-
-
 # --- the deployment table ------------------------------------------------------------------------
 
 
@@ -642,7 +616,7 @@ def student_for_deployment(
         run = pipeline.student_run(
             row.label, "student", profile="ci", data_root=data_root, progress=progress
         )
-        return load_run(run.path), f"run {run.path.name} (student, ci)"
+        return models.load_model(run), f"run {run.path.name} (student, ci)"
     found = [
         (metrics["method"] == prefer_method, run, metrics)
         for run, metrics in pipeline.finished_students(prof.name)
@@ -651,7 +625,7 @@ def student_for_deployment(
     if found:
         # find_runs lists oldest first: a stable sort leaves the newest of equals last
         _, run, metrics = sorted(found, key=lambda f: (f[0], _training_images_seen(f[2])))[-1]
-        return load_run(run.path), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
+        return models.load_model(run), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
     if row.label != "4.1":
         raise CheckpointError(
             f"no finished {row.label}x student run of profile {prof.name}; train one with "

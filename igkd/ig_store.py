@@ -40,14 +40,12 @@ SAMPLE_KIND, SAMPLE_SIZE = "ig_sample", 256
 
 
 def _teacher_model(teacher_run: Run) -> nn.Module:
-    """The trained model of a finished teacher run (as `pipeline.load_model`, which sits above)."""
+    """The trained model of a finished teacher run."""
     if not teacher_run.done:
         raise CheckpointError(
             f"teacher run {teacher_run.path} has not finished; get it with pipeline.teacher_run()"
         )
-    model = models.teacher()
-    model.load_state_dict(teacher_run.load_torch("model.pt"))
-    return model.eval()
+    return models.load_model(teacher_run)
 
 
 def _open_partial(path: Path, shape: tuple[int, ...], dtype: type, resume: bool) -> np.memmap:

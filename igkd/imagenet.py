@@ -526,14 +526,10 @@ def model_predictions(
     The model must say which: `model.normalized_inputs` True (CIFAR-normalised, the teacher) or
     False ([0, 1] pixels, the paper's students); igkd's loaders set it.
     """
+    from igkd.models import input_space
     from igkd.train import predict
 
-    normalized = getattr(model, "normalized_inputs", None)
-    if normalized not in (True, False):
-        raise ConfigError(
-            f"{type(model).__name__} has no normalized_inputs attribute; set it to True (trained on "
-            "CIFAR-normalised inputs) or False ([0, 1] pixels)"
-        )
+    normalized = input_space(model)
     if len(images) == 0:
         return np.empty(0, dtype=np.int64)
     return predict(model, images, normalized, batch_size, device).argmax(1).numpy()

@@ -103,18 +103,42 @@ def _cifar_mobilenet_v2() -> torchvision.models.MobileNetV2:
     return net
 
 
-def teacher() -> nn.Module:
+class Teacher(torchvision.models.MobileNetV2):
+    """torchvision's MobileNet-V2 for CIFAR-10 (stem stride 1), same state_dict keys; it owns its
+    input space: CIFAR-normalised images (`normalized_inputs`)."""
+
+    normalized_inputs: bool = True
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=10, inverted_residual_setting=CIFAR_SETTING)
+        self.features[0][0].stride = (1, 1)  # stem stride 2 -> 1: keep 32x32 resolution
+
+
+def teacher() -> Teacher:
     """The CIFAR-10 MobileNet-V2 teacher, randomly initialised; 2,236,682 parameters.
 
     Input: (B, 3, 32, 32) normalised with the CIFAR-10 mean and std. Output: (B, 10) logits.
     """
-    net = _cifar_mobilenet_v2()
-    net.normalized_inputs = True
-    return net
+    return Teacher()
+
+
+def input_space(model: nn.Module) -> bool:
+    """Whether `model` expects CIFAR-normalised inputs (True, the teacher) or [0, 1] pixels (False,
+    the paper's students): its `normalized_inputs`, which igkd's models declare and `load_model`
+    sets from the run's recipe. ConfigError for a model that does not say."""
+    normalized = getattr(model, "normalized_inputs", None)
+    if normalized not in (True, False):
+        raise ConfigError(
+            f"{type(model).__name__} does not say its input space; set its normalized_inputs to "
+            "True (trained on CIFAR-normalised inputs) or False ([0, 1] pixels)"
+        )
+    return normalized
 
 
 class Student(nn.Module):
     """The teacher truncated from the end: `features[:19 - layers_removed]`, pool, Linear(C, 10)."""
+
+    normalized_inputs: bool = False  # the paper's students see [0, 1] pixels
 
     def __init__(self, layers_removed: int) -> None:
         super().__init__()
@@ -126,7 +150,6 @@ class Student(nn.Module):
         self.features = _cifar_mobilenet_v2().features[: NUM_FEATURES - layers_removed]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(row.feature_channels, 10))
-        self.normalized_inputs = False  # the paper's students see [0, 1] pixels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))
@@ -394,4 +417,60 @@ def load_teacher(path_or_url: str | Path, sha256: str | None = None) -> nn.Modul
         raise CheckpointError(f"{path} has SHA-256 {got}, expected {sha256}")
     model = teacher()
     _load_into(model, read_state_dict(path), path)
+    return model.eval()
+
+
+def load_model(
+    source: object, directory: str | Path | None = None, download_ok: bool = True
+) -> nn.Module:
+    """The trained model, in eval mode, with its input space (`input_space`) set, from any of:
+
+    - a finished teacher or student run: a `runs.Run` or its directory (the input space is the
+      run's recipe's);
+    - a state_dict file: the teacher (huyvnphan layout, with `features.18.*`) or a student in
+      either published layout;
+    - a published student by method name (e.g. "KD_IG"), from `directory` or the checkpoint
+      folders (`paths.checkpoint_dirs`), downloaded when allowed.
+
+    CheckpointError names what was wrong: an unfinished run, a run without a model, a file that is
+    no teacher or student, an unknown name.
+    """
+    from igkd import runs  # runs imports torch and igkd's metadata: only when a run is loaded
+
+    if isinstance(source, runs.Run) or (
+        isinstance(source, (str, Path)) and (Path(source).expanduser() / "config.json").is_file()
+    ):
+        return _load_run(source if isinstance(source, runs.Run) else runs.open_run(source))
+    p = Path(str(source)).expanduser()
+    if p.is_file():
+        if any(k.startswith("features.18.") for k in read_state_dict(p)):
+            return load_teacher(p)
+        return load_student(p)
+    if str(source) in PUBLISHED:
+        return load_published(str(source), directory, download_ok)
+    raise CheckpointError(
+        f"{source!r} is no run directory, checkpoint file or published method; give a finished "
+        f"run, a state_dict (.pt) or one of {', '.join(PUBLISHED)}"
+    )
+
+
+def _load_run(run) -> nn.Module:
+    if not run.done:
+        raise CheckpointError(f"run {run.path} has not finished (no DONE file); finish it first")
+    kind = run.config.get("model")
+    if kind == "student":
+        model: nn.Module = student(layers_removed=run.config["layers_removed"])
+    elif kind == "teacher":
+        model = teacher()
+    else:
+        raise CheckpointError(
+            f"run {run.path} holds no teacher or student model (kind {run.kind!r})"
+        )
+    state = run.load_torch("model.pt")
+    if state is None:
+        raise CheckpointError(f"run {run.path} has no model.pt")
+    model.load_state_dict(state)
+    recipe = run.config.get("recipe", {})
+    if "normalized" in recipe:  # the input space it was trained in
+        model.normalized_inputs = bool(recipe["normalized"])
     return model.eval()

@@ -91,34 +91,27 @@ def planned_teacher(profile: str | None = None, seed: int = 0, data_root=None) -
     )
 
 
-def load_model(run: runs.Run | str | Path) -> nn.Module:
-    """The trained model, in eval mode, of a finished teacher or student run (a Run or its directory).
+# The one model loader (runs, checkpoint files, published names), here too for the notebooks' sake.
+load_model = models.load_model
 
-    `model.normalized_inputs` is set to the input space it was trained in (the run's recipe), so
-    `train.predict` and `imagenet.evaluate` feed it what it saw in training. Raises CheckpointError
-    for a directory that is no run, an unfinished run, or one without a model.
-    """
-    if not isinstance(run, runs.Run):
-        run = runs.open_run(run)
-    if not run.done:
-        raise CheckpointError(f"run {run.path} has not finished (no DONE file); finish it first")
-    kind = run.config.get("model")
-    if kind == "student":
-        model = models.student(layers_removed=run.config["layers_removed"])
-    elif kind == "teacher":
-        model = models.teacher()
-    else:
-        raise CheckpointError(
-            f"run {run.path} holds no teacher or student model (kind {run.kind!r})"
-        )
-    state = run.load_torch("model.pt")
-    if state is None:
-        raise CheckpointError(f"run {run.path} has no model.pt")
-    model.load_state_dict(state)
-    model.normalized_inputs = run.config.get("recipe", {}).get(
-        "normalized", model.normalized_inputs
-    )
-    return model.eval()
+
+def teacher_model(
+    profile: str | None = None,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, str, runs.Run | None]:
+    """(teacher model, where it came from, its run or None): the state_dict `checkpoint` (path or
+    http(s) URL, huyvnphan layout) when given, else the profile's teacher run of `seed`, trained if
+    the cache lacks it. The one place chapters 01, 07 and 08 make this choice."""
+    if checkpoint is not None:
+        return models.load_teacher(checkpoint), f"checkpoint {checkpoint}", None
+    prof = profiles.get(profile)
+    run = teacher_run(prof.name, seed, data_root=data_root, progress=progress)
+    acc = run.metrics["final_test_accuracy"]
+    where = f"{prof.name} teacher run {run.path.name} ({acc:.4g} % on {run.metrics['data']})"
+    return load_model(run), where, run
 
 
 def ig_run(

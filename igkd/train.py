@@ -46,7 +46,9 @@ def predict(
     logits beyond rounding).
     """
     if normalized is None:
-        normalized = getattr(model, "normalized_inputs", False)
+        from igkd.models import input_space  # models imports torchvision; train stays lighter
+
+        normalized = input_space(model)
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_PREDICT_BATCH)
