@@ -28,7 +28,7 @@ from igkd.data import normalize
 from igkd.errors import ConfigError
 from igkd.train import out_of_place_activations
 
-METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 BASELINES = ("normalized-zero", "black")
 PRECISIONS = ("fp32", "bf16")
 
@@ -45,8 +45,8 @@ def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray,
     weights 1/n halved at both ends, so its weights sum to 1 - 1/n rather than 1; we copy that so
     the attributions equal Captum's, and the completeness delta shows the resulting bias.
     """
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r}; use one of {METHODS}")
+    if method not in RULES:
+        raise ConfigError(f"method={method!r}; use one of {RULES}")
     minimum = 1 if method == "gausslegendre" else 2  # Captum's own limits
     if not isinstance(n_steps, int) or n_steps < minimum:
         raise ConfigError(f"n_steps={n_steps!r}; {method} needs an integer >= {minimum}")

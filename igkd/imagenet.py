@@ -536,7 +536,7 @@ def model_predictions(
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class SubsetEvaluation:
     """The protocol's result: the teacher on all images, the filter, each student on what is kept."""
 
     teacher: Scores  # on every subset image
@@ -563,7 +563,7 @@ def evaluate(
     subset: Subset,
     batch_size: int = 500,
     device=None,
-) -> Evaluation:
+) -> SubsetEvaluation:
     """The paper's protocol on `subset` (paper.md 7.5).
 
     The teacher is scored on all images; the images it gets right are kept; each student is scored
@@ -576,4 +576,4 @@ def evaluate(
     for name, model in students.items():
         preds[name] = model_predictions(model, kept.images, batch_size, device)
         results[name] = scores(kept.labels.numpy(), preds[name])
-    return Evaluation(scores(subset.labels.numpy(), t_pred), kept, results, preds)
+    return SubsetEvaluation(scores(subset.labels.numpy(), t_pred), kept, results, preds)

@@ -108,7 +108,7 @@ class Method:
 
 # The paper's ablation (paper.md 4): alpha 0.01, T 2.5, p 0.1, gamma 0.8 where the part is used.
 _KD, _IG, _AT = {"alpha": 0.01, "temperature": 2.5}, {"overlay_prob": 0.1}, {"gamma": 0.8}
-METHODS: dict[str, Method] = {
+PRESETS: dict[str, Method] = {
     "student": Method(),
     "KD": Method(**_KD),
     "IG": Method(**_IG),
@@ -125,9 +125,9 @@ def method(name: str, **overrides: float | str | None) -> Method:
 
     Overrides that are None keep the preset's value. Unknown names are a ConfigError listing them.
     """
-    if name not in METHODS:
-        raise ConfigError(f"method={name!r} is not one of {', '.join(METHODS)}")
-    base = METHODS[name]
+    if name not in PRESETS:
+        raise ConfigError(f"method={name!r} is not one of {', '.join(PRESETS)}")
+    base = PRESETS[name]
     changes = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(changes) - set(base.__dataclass_fields__)
     if unknown:

@@ -457,7 +457,7 @@ def load_model(
 def _load_run(run) -> nn.Module:
     if not run.done:
         raise CheckpointError(f"run {run.path} has not finished (no DONE file); finish it first")
-    kind = run.config.get("model")
+    kind = run.config.get("model") or (run.kind if run.kind == "teacher" else None)
     if kind == "student":
         model: nn.Module = student(layers_removed=run.config["layers_removed"])
     elif kind == "teacher":

@@ -243,7 +243,7 @@ def tag_untagged(profile: str | None = None, data_root: str | Path | None = None
         same = m.get("environment", {}).get("profile") == prof.name
         if run.purposes or not same or run.config.get("test_data") != test_ds.fingerprint:
             continue
-        s, preset = m.get("settings") or {}, losses.METHODS.get(m.get("method"))
+        s, preset = m.get("settings") or {}, losses.PRESETS.get(m.get("method"))
         default = (
             preset is not None
             and s.get("weights") == _plain(dataclasses.asdict(preset))

@@ -26,14 +26,14 @@ def run(profile, **kwargs):
         return pipeline.student_run(profile=profile, progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("method", list(losses.METHODS))
+@pytest.mark.parametrize("method", list(losses.PRESETS))
 def test_every_method_trains(tiny, method):
     r = run(tiny, compression=4.1, method=method)
     m = r.metrics
     assert m["method"] == method and m["epochs"] == 1 and m["parameters"] == 543_498
     assert 0 <= m["final_test_accuracy"] <= 100
-    assert (r.config["ig_run"] is not None) == (losses.METHODS[method].overlay_prob > 0)
-    assert (r.config["teacher_outputs"] is not None) == losses.METHODS[method].needs_teacher
+    assert (r.config["ig_run"] is not None) == (losses.PRESETS[method].overlay_prob > 0)
+    assert (r.config["teacher_outputs"] is not None) == losses.PRESETS[method].needs_teacher
 
 
 @pytest.mark.parametrize("compression", list(models.COMPRESSION_TABLE))

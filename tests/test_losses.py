@@ -46,10 +46,10 @@ def test_objective_weights():
 
 
 def test_presets_are_the_papers():
-    assert losses.METHODS["KD_IG"] == losses.Method(alpha=0.01, temperature=2.5, overlay_prob=0.1)
-    assert losses.METHODS["IG_AT"].gamma == 0.8 and losses.METHODS["IG_AT"].alpha == 0
-    assert not losses.METHODS["IG"].needs_teacher and losses.METHODS["AT"].needs_teacher
-    assert len(losses.METHODS) == 8
+    assert losses.PRESETS["KD_IG"] == losses.Method(alpha=0.01, temperature=2.5, overlay_prob=0.1)
+    assert losses.PRESETS["IG_AT"].gamma == 0.8 and losses.PRESETS["IG_AT"].alpha == 0
+    assert not losses.PRESETS["IG"].needs_teacher and losses.PRESETS["AT"].needs_teacher
+    assert len(losses.PRESETS) == 8
 
 
 @pytest.mark.parametrize(
