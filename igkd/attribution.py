@@ -258,3 +258,32 @@ def ig_map(attributions: torch.Tensor) -> torch.Tensor:
             f"attributions have shape {tuple(attributions.shape)}; expected (B, C, H, W)"
         )
     return attributions.abs().sum(1)
+
+
+def ig_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    n_steps: int = 50,
+    batch_size: int = 256,
+    **options: object,
+) -> torch.Tensor:
+    """The overlay's maps for a dataset held in memory: `ig_map(integrated_gradients(...))` over
+    `images` uint8 (N, 3, H, W) and `targets` (N,) in batches of `batch_size`; returns (N, H, W)
+    float32 on the CPU, in input order. `options` are `integrated_gradients`' (method, baseline,
+    chunk_size, precision, fold_bn). For a large set that must survive a kill, use the resumable
+    store (`igkd.ig_store.precompute_ig`)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}; expected a positive integer")
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    if len(targets) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(targets)} targets; give one per image")
+    out = [
+        ig_map(
+            integrated_gradients(
+                model, images[i : i + batch_size], targets[i : i + batch_size], n_steps, **options
+            )[0]
+        ).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, *images.shape[-2:])

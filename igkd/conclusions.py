@@ -1138,3 +1138,48 @@ def summary(
         else "Compression sweep: not run in this profile."
     )
     return " ".join(parts)
+
+
+# --- 12: your own models -----------------------------------------------------------------------------
+
+
+def own_models(
+    teacher: float,
+    plain: float,
+    distilled: float,
+    method: str,
+    profile: str,
+    *,
+    images: int,
+    data: str,
+    paper_gain: float,
+    discordant: tuple[int, int],
+    p: float,
+) -> str:
+    """Chapter 12: a teacher and student of the reader's own design, the student trained plain and
+    with `method`; one run each. `discordant` = (images only the distilled student gets right, only
+    the plain one gets right) and `p` McNemar's exact p on them: a test of these two trained
+    models on this test set, not of the method across seeds."""
+    gain = distilled - plain
+    lo_p, hi_p = wilson(plain, images)
+    lo_d, hi_d = wilson(distilled, images)
+    text = (
+        f"On {data} ({images:,} test images, profile `{profile}`), the custom teacher reached "
+        f"{sig(teacher)} %, the custom student {sig(plain)} % trained plain (95 % Wilson "
+        f"{sig(lo_p)} to {sig(hi_p)} %) and {sig(distilled)} % with {method} ({sig(lo_d)} to "
+        f"{sig(hi_d)} %): {signed(gain)} pp, against the paper's {signed(paper_gain)} pp for "
+        f"{method} over the plain 4.1x student (its ten-run means). "
+    )
+    text += (
+        f"On the images where the two students disagree, the distilled one alone is right on "
+        f"{discordant[0]:,} and the plain one alone on {discordant[1]:,} (McNemar's exact test "
+        f"{_p(p)}). "
+    )
+    note = _chance_note({"plain": plain, "distilled": distilled})
+    if note:
+        text += note + " "
+    return text + (
+        "Each student is one run with one seed, so this difference also holds seed-to-seed noise "
+        "(chapter 11 measures its size on a CPU); what the chapter shows is that the losses, the "
+        "IG maps and the overlay work with models that are not the paper's."
+    )

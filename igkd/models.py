@@ -185,14 +185,25 @@ def attention_layer(layers_removed: int = 5) -> int:
     return NUM_FEATURES // divider
 
 
-def tapped(model: nn.Module, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `model` on `x` and also return the output of `model.features[layer]`.
+def tapped(
+    model: nn.Module, x: torch.Tensor, layer: int | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `model` on `x` and also return the output of one of its modules: `model.features[layer]`
+    for an int (the paper's MobileNet-V2 layers), the submodule of that name for a str (any
+    model, e.g. "layer2" of a ResNet).
 
     A forward hook reads the activation, so the module tree and state_dict keys stay untouched.
-    Returns (logits (B, 10), features (B, C, H, W)).
+    Returns (logits (B, K), features (B, C, H, W)).
     """
+    try:
+        module = model.features[layer] if isinstance(layer, int) else model.get_submodule(layer)
+    except (AttributeError, IndexError, TypeError) as e:
+        raise ConfigError(
+            f"layer={layer!r} is not a module of {type(model).__name__} ({e}); use an index of "
+            "model.features or a submodule name from model.named_modules()"
+        ) from None
     captured: list[torch.Tensor] = []
-    handle = model.features[layer].register_forward_hook(lambda m, i, out: captured.append(out))
+    handle = module.register_forward_hook(lambda m, i, out: captured.append(out))
     try:
         logits = model(x)
     finally:

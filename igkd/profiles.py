@@ -85,6 +85,9 @@ EXPERIMENT_KEYS = (
     "regime_runs",
     "regime_methods",
     "regime_budget_hours",
+    "own_train_images",
+    "own_epochs",
+    "own_ig_steps",
     *(
         f"robustness_{k}"
         for k in (
@@ -164,6 +167,9 @@ PROFILES: dict[str, Profile] = {
             regime_runs=2,
             regime_methods=["student", "KD_IG"],
             regime_budget_hours=0.1,
+            # Chapter 12 (your own models): the ci set, 1 epoch, 1 IG step: the code paths only.
+            own_epochs=1,
+            own_ig_steps=1,
         ),
     ),
     "quick": Profile(
@@ -239,6 +245,11 @@ PROFILES: dict[str, Profile] = {
             # students at all 19 x 5 corruptions and both sweeps took 49 min of inference on one
             # loaded core (274 img/s); all 10,000 would take hours. Family CI about +-0.7 pp.
             robustness_test_images=1000,
+            # Chapter 12: small CNNs on a stratified 10,000 training images, 8 epochs each, IG at
+            # 8 steps: a few minutes on 2 cores.
+            own_train_images=10_000,
+            own_epochs=8,
+            own_ig_steps=8,
         ),
     ),
     "paper": Profile(

@@ -17,7 +17,7 @@ from igkd.augment import augment_batch, random_crop_flip
 from igkd.data import Dataset, normalize, to_float
 from igkd.errors import ConfigError
 from igkd.losses import Method, attention_map
-from igkd.models import tapped
+from igkd.models import input_space, tapped
 from igkd.runs import Run
 
 
@@ -46,8 +46,6 @@ def predict(
     logits beyond rounding).
     """
     if normalized is None:
-        from igkd.models import input_space  # models imports torchvision; train stays lighter
-
         normalized = input_space(model)
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
@@ -245,8 +243,10 @@ class Distillation:
     maps: torch.Tensor | None = None  # (N, H, W) IG maps in training-set order, for the overlay
     teacher_outputs: str = "online"  # "online" | "cached"
     cached: tuple[torch.Tensor, torch.Tensor] | None = None  # logits (N, 10), attention (N, H*W)
-    student_layer: int = 9  # features[i] tapped for attention transfer
-    teacher_layer: int = 9
+    # The modules tapped for attention transfer: features[i] of the paper's models, or a submodule
+    # name of any model (models.tapped); their outputs must have the same H x W.
+    student_layer: int | str = 9
+    teacher_layer: int | str = 9
     overlay_order: str = "aligned"  # "aligned" (map cropped/flipped with its image) | "published"
 
     def __post_init__(self) -> None:
@@ -272,7 +272,7 @@ def teacher_outputs(
     teacher = teacher.to(device, memory_format=torch.channels_last).eval()
     logits, attention = [], []
     for start in range(0, len(data), batch_size):
-        x = to_float(data.images[start : start + batch_size].to(device), normalized=True)
+        x = to_float(data.images[start : start + batch_size].to(device), input_space(teacher))
         z, f = tapped(teacher, x.contiguous(memory_format=torch.channels_last), layer)
         logits.append(z.float().cpu())
         attention.append(attention_map(f).cpu())
@@ -310,7 +310,9 @@ def _forward(model, x01, y, idx, recipe: Recipe, distill: Distillation | None, l
         logits = model(x)
     if m.needs_teacher and distill.teacher_outputs == "online":
         with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
-            xt = normalize(x01).contiguous(memory_format=torch.channels_last)
+            # the teacher sees the student's view in its own input space (the paper's: normalised)
+            xt = normalize(x01) if input_space(distill.teacher) else x01
+            xt = xt.contiguous(memory_format=torch.channels_last)
             t_logits, t_feats = tapped(distill.teacher, xt, distill.teacher_layer)
     elif m.needs_teacher:
         cpu_idx = idx.cpu()
