@@ -580,9 +580,12 @@ def deployment_table(
 # --- what the deployment notebook compares -------------------------------------------------------
 
 
-def _training_images_seen(metrics: dict) -> int:
-    """Epochs x training images of a student run (0 where its metrics do not say)."""
-    return int(metrics.get("epochs") or 0) * int(metrics.get("train_images") or 0)
+def _rank(run, metrics: dict, prefer_method: str, profile: str) -> tuple[bool, int]:
+    """How well a run suits deployment: the preferred method first, then by what it was made for:
+    a single run (notebook 03's, trained for use) over an ablation run over the rest."""
+    made_for = {p.get("experiment") for p in run.purposes if p.get("profile") == profile}
+    order = 2 if "single" in made_for else 1 if "ablation" in made_for else 0
+    return metrics["method"] == prefer_method, order
 
 
 def student_for_deployment(
@@ -596,17 +599,18 @@ def student_for_deployment(
     """A trained student at `compression` and where it came from, for deployment comparisons.
 
     quick / paper: a finished student run of the profile from the run cache (`prefer_method`
-    first, then the most trained: epochs x training images, so notebook 03's student beats the
-    short experiment runs; then the newest), else the published `prefer_method` checkpoint (4.1x
-    only; downloaded if missing). ci: the published checkpoint if it is on disk (a ci run trains
-    too briefly to tell fp32 from int8 predictions apart), else the ci run of method `student`
-    (trained now if missing). Returns (model in eval mode, description).
+    first, then by purpose: notebook 03's single run, trained for use, over the experiments'
+    shorter ablation runs over the rest; then the newest), else the published `prefer_method` checkpoint (4.1x
+    only; downloaded if missing). A profile with `deploy_published_first` (ci): the published
+    checkpoint if it is on disk (a ci run trains too briefly to tell fp32 from int8 predictions
+    apart), else its run of method `student` (trained now if missing). Returns (model in eval
+    mode, description).
     """
-    from igkd import pipeline, profiles
+    from igkd import experiments, pipeline, profiles
 
     prof = profiles.get(profile)
     row = models.compression_row(compression)
-    if prof.name == "ci":
+    if experiments.setting("deploy_published_first", prof.name, None, False):
         if row.label == "4.1":
             try:
                 path = models.published_path(prefer_method, download_ok=False)
@@ -614,17 +618,17 @@ def student_for_deployment(
             except CheckpointError:
                 pass
         run = pipeline.student_run(
-            row.label, "student", profile="ci", data_root=data_root, progress=progress
+            row.label, "student", profile=prof.name, data_root=data_root, progress=progress
         )
-        return models.load_model(run), f"run {run.path.name} (student, ci)"
+        return models.load_model(run), f"run {run.path.name} (student, {prof.name})"
     found = [
-        (metrics["method"] == prefer_method, run, metrics)
+        (run, metrics)
         for run, metrics in pipeline.finished_students(prof.name)
         if run.config["layers_removed"] == row.layers_removed
     ]
     if found:
         # find_runs lists oldest first: a stable sort leaves the newest of equals last
-        _, run, metrics = sorted(found, key=lambda f: (f[0], _training_images_seen(f[2])))[-1]
+        run, metrics = sorted(found, key=lambda f: _rank(*f, prefer_method, prof.name))[-1]
         return models.load_model(run), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
     if row.label != "4.1":
         raise CheckpointError(

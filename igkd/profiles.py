@@ -85,6 +85,12 @@ EXPERIMENT_KEYS = (
     "regime_runs",
     "regime_methods",
     "regime_budget_hours",
+    "ig_study_images",
+    "ig_study_steps",
+    "deploy_min_run_time",
+    "deploy_warmup",
+    "deploy_calibration_images",
+    "deploy_published_first",
     "own_train_images",
     "own_epochs",
     "own_ig_steps",
@@ -167,6 +173,15 @@ PROFILES: dict[str, Profile] = {
             regime_runs=2,
             regime_methods=["student", "KD_IG"],
             regime_budget_hours=0.1,
+            # Chapter 02's convergence study and chapter 08's timings, shortened to seconds; chapter
+            # 08 deploys the published student when it is on disk (a ci run is at chance, so fp32
+            # and int8 predictions could not be told apart).
+            ig_study_images=4,
+            ig_study_steps=(2, 4, 8),
+            deploy_min_run_time=0.05,
+            deploy_warmup=1,
+            deploy_calibration_images=64,
+            deploy_published_first=True,
             # Chapter 12 (your own models): the ci set, 1 epoch, 1 IG step: the code paths only.
             own_epochs=1,
             own_ig_steps=1,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from igkd import cli, data, deploy, models, runs, train
+from igkd.config import purpose
 from igkd.errors import CheckpointError, ConfigError
 
 
@@ -234,8 +235,10 @@ def test_student_for_deployment_prefers_the_profile_s_kd_ig_run():
         return runs.get_or_run("student", config, compute)
 
     fake("KD", "quick")
-    wanted = fake("KD_IG", "quick", epochs=3, images=50_000)  # notebook 03's long run
-    fake("KD_IG", "quick", epochs=1, images=8_000)  # newer, but a short experiment run
+    wanted = fake("KD_IG", "quick", epochs=3, images=50_000)  # notebook 03's run, made for use
+    wanted.add_purpose(purpose("single", "quick"))
+    short = fake("KD_IG", "quick", epochs=1, images=8_000)  # newer, but an experiment's run
+    short.add_purpose(purpose("ablation", "quick"))
     fake("KD_IG", "paper", epochs=100, images=50_000)
     fake("KD", "quick", epochs=100, images=50_000)  # newer and longer, but not the method
     model, source = deploy.student_for_deployment("quick")
