@@ -27,16 +27,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from igkd import paths, profiles
+from igkd.browser_check import check_site, find_chromium, problems  # noqa: F401 (book's CLI)
 from igkd.errors import BookError
 
 BOOK_DIR = paths.REPO_ROOT / "book"
@@ -597,165 +595,6 @@ def setup(app) -> dict:
     page. Sphinx looks for the source files only after config-inited."""
     app.connect("config-inited", _on_config_inited, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
-
-
-# --- check in a headless browser -------------------------------------------------------------------
-
-_PAGE_REPORT = """
-(async () => {
-  const imgs = [...document.querySelectorAll("img")];
-  imgs.forEach((i) => { i.loading = "eager"; });
-  await Promise.all(imgs.map((i) => i.complete ? null
-    : new Promise((r) => { i.onload = i.onerror = r; setTimeout(r, 10000); })));
-  const main = document.querySelector("article.bd-article") || document.body;
-  return JSON.stringify({
-    title: document.title,
-    h1: [...main.querySelectorAll("h1")].map((h) => h.textContent.replace("#", "").trim()),
-    images: imgs.length,
-    broken: imgs.filter((i) => !(i.naturalWidth > 0)).map((i) => i.getAttribute("src")),
-    tables: [...main.querySelectorAll("table")].map((t) => [...t.rows].map((r) =>
-      [...r.cells].map((c) => c.textContent.trim()).join("\\t")).join("\\n")),
-    banner: (document.querySelector(".bd-header-announcement") || {}).innerText || "",
-    errors: main.querySelectorAll(".output.error, .output.traceback, .traceback").length,
-    text: main.innerText,
-  });
-})()
-"""
-
-
-def find_chromium() -> str | None:
-    """Path of a Chromium or Chrome executable ($IGKD_CHROMIUM first), or None."""
-    candidates = [os.environ.get("IGKD_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"]
-    for name in filter(None, candidates):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-class _DevTools:
-    """A minimal Chrome DevTools Protocol client over one page's websocket."""
-
-    def __init__(self, url: str) -> None:
-        import websocket  # websocket-client, a dependency of jupyter_server
-
-        self.ws = websocket.create_connection(url, timeout=60, suppress_origin=True)
-        self.next_id = 0
-        self.exceptions: list[str] = []
-
-    def _note_exception(self, msg: dict) -> None:
-        if msg.get("method") == "Runtime.exceptionThrown":
-            details = msg["params"]["exceptionDetails"]
-            what = details.get("exception", {}).get("description") or details.get("text", "")
-            self.exceptions.append(f"{what.splitlines()[0]} ({details.get('url', '')})")
-
-    def call(self, method: str, **params: object) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            self._note_exception(msg)
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise BookError(f"Chromium {method} failed: {msg['error']}")
-                return msg.get("result", {})
-
-    def wait_for(self, event: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
-            self._note_exception(msg)
-            if msg.get("method") == event:
-                return
-        raise BookError(f"Chromium: no {event} within {timeout} s")
-
-
-def check_site(html_dir: Path, page_names: list[str], chromium: str | None = None) -> dict:
-    """Open each page of a built book in headless Chromium and report what it rendered.
-
-    Network access other than file:// is blocked, so the check needs nothing but the files.
-    Returns {page: {"title", "h1", "images", "broken" (src of images with naturalWidth 0),
-    "tables" (their text), "banner", "errors" (error-output elements), "text", "exceptions"
-    (JavaScript exceptions)}}. BookError if Chromium is missing or does not start.
-    """
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise BookError("no Chromium found: apt-get install chromium (or set IGKD_CHROMIUM)")
-    html_dir = Path(html_dir).resolve()
-    profile_dir = Path(tempfile.mkdtemp(prefix="igkd-chromium-"))
-    args = [
-        chromium,
-        "--headless",
-        "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--remote-debugging-port=0",
-        "--remote-allow-origins=*",
-        f"--user-data-dir={profile_dir}",
-        "--window-size=1280,1024",
-        "about:blank",
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file, deadline = profile_dir / "DevToolsActivePort", time.monotonic() + 60
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BookError(f"{chromium} did not start (exit code {proc.poll()})")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
-            targets = [t for t in json.load(r) if t.get("type") == "page"]
-        page = _DevTools(targets[0]["webSocketDebuggerUrl"])
-        page.call("Page.enable")
-        page.call("Runtime.enable")
-        page.call("Network.enable")
-        page.call("Network.setBlockedURLs", urls=["http://*", "https://*"])
-        found = {}
-        for name in page_names:
-            page.exceptions = []
-            page.call("Page.navigate", url=(html_dir / name).as_uri())
-            page.wait_for("Page.loadEventFired")
-            result = page.call("Runtime.evaluate", expression=_PAGE_REPORT, awaitPromise=True)
-            found[name] = {**json.loads(result["result"]["value"]), "exceptions": page.exceptions}
-        page.ws.close()
-        return found
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile_dir, ignore_errors=True)
-
-
-# JavaScript errors of the book's own toolchain that do not affect what a page shows.
-KNOWN_JS_ERRORS = (
-    # sphinx-thebe 0.3.1 writes its inline config script twice into every page
-    "Identifier 'THEBE_JS_URL' has already been declared",
-)
-
-
-def problems(found: dict) -> list[str]:
-    """What is wrong with the pages `check_site` found: pages that did not render, images not
-    shown, Python tracebacks, a missing banner (or one saying the chapters are not executed),
-    JavaScript errors (other than KNOWN_JS_ERRORS)."""
-    out = []
-    for name, page in found.items():
-        if not page["h1"]:
-            out.append(f"{name}: no title (h1): the page did not render")
-        if page["broken"]:
-            out.append(f"{name}: images not shown: {', '.join(page['broken'])}")
-        if page["errors"] or "Traceback (most recent call last)" in page["text"]:
-            out.append(f"{name}: shows a Python traceback or an error output")
-        if page["banner"].startswith("These chapters are not executed"):
-            out.append(f"{name}: the chapters are not executed (make book PROFILE=...)")
-        elif "profile" not in page["banner"]:
-            out.append(f"{name}: no banner with the profile, data and machine")
-        for error in page["exceptions"]:
-            if not any(known in error for known in KNOWN_JS_ERRORS):
-                out.append(f"{name}: JavaScript error {error}")
-    return out
 
 
 # --- command line ----------------------------------------------------------------------------------
