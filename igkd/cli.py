@@ -47,7 +47,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from igkd import data, deploy, models
+    from igkd import data, models, onnx_export
     from igkd.errors import ConfigError
 
     if args.calibration_images < 1:
@@ -65,20 +65,20 @@ def _export(args: argparse.Namespace) -> None:
         n = min(args.calibration_images, len(train))
         calibration = train.images[data.stratified_subset(train.labels, n, seed=0)]
     out = Path(args.out).expanduser()
-    fp32 = deploy.export_onnx(
+    fp32 = onnx_export.export_onnx(
         model, out / f"{name}.onnx", description=str(args.run or args.checkpoint)
     )
-    diff = deploy.max_logit_difference(model, fp32)
+    diff = onnx_export.max_logit_difference(model, fp32)
     print(
         f"{fp32}: {fp32.stat().st_size / 2**20:.2f} MiB, fp32; max |logit diff| vs PyTorch {diff:.1e}"
     )
     if calibration is not None:
-        int8 = deploy.quantize_int8(fp32, out / f"{name}.int8.onnx", calibration)
+        int8 = onnx_export.quantize_int8(fp32, out / f"{name}.int8.onnx", calibration)
         print(
             f"{int8}: {int8.stat().st_size / 2**20:.2f} MiB, int8 (QDQ, per channel), calibrated on "
             f"{len(calibration)} training images of {train.source}"
         )
-    print(f"input: {deploy.INPUT_SPACE}; output: (N, 10) logits")
+    print(f"input: {onnx_export.INPUT_SPACE}; output: (N, 10) logits")
 
 
 def _runs_export(args: argparse.Namespace) -> None:

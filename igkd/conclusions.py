@@ -920,7 +920,7 @@ def deployment(
     batch: int = 1,
 ) -> str:
     """Notebook 08: our teacher/student latency ratio beside the paper's 140/13 ms, the cold
-    single forward (the paper's protocol), and what int8 changes. `latency`: `deploy.latency_table`
+    single forward (the paper's protocol), and what int8 changes. `latency`: `latency.latency_table`
     (index "teacher", "<label>x"); `formats`: `deploy.deployment_table` (index (model, format))."""
     col, iqr = f"b{batch} median (ms)", f"b{batch} IQR (ms)"
     paper_ratio = paper.LATENCY_MS["teacher"] / paper.LATENCY_MS["4.1"]

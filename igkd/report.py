@@ -90,7 +90,7 @@ _FORMATS = {
 
 
 def latency_records(frame: pd.DataFrame) -> list[dict]:
-    """`save_results("latency", ...)` records from `deploy.latency_table` (index: "teacher" or
+    """`save_results("latency", ...)` records from `latency.latency_table` (index: "teacher" or
     "<label>x", PyTorch fp32) or `deploy.deployment_table` (index: (model, format)), one per
     model, format and `b<B> median (ms)` column."""
     records = []

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from igkd import cli, data, deploy, models, runs, train
+from igkd import cli, data, deploy, latency, models, onnx_export, runs, train
 from igkd.config import purpose
 from igkd.errors import CheckpointError, ConfigError
 
@@ -62,8 +62,8 @@ def trained_student(synthetic):
 def student_files(trained_student, synthetic, tmp_path_factory):
     train_ds, _ = synthetic
     out = tmp_path_factory.mktemp("onnx")
-    fp32 = deploy.export_onnx(trained_student, out / "s.onnx", description="test student")
-    int8 = deploy.quantize_int8(fp32, out / "s.int8.onnx", train_ds.images[:128])
+    fp32 = onnx_export.export_onnx(trained_student, out / "s.onnx", description="test student")
+    int8 = onnx_export.quantize_int8(fp32, out / "s.int8.onnx", train_ds.images[:128])
     return fp32, int8
 
 
@@ -73,17 +73,17 @@ def student_files(trained_student, synthetic, tmp_path_factory):
 def test_onnx_fp32_logits_match_pytorch(make, tmp_path):
     torch.manual_seed(0)
     model = nontrivial(make())
-    path = deploy.export_onnx(model, tmp_path / "m.onnx")
+    path = onnx_export.export_onnx(model, tmp_path / "m.onnx")
     images = data.load_synthetic("test", 7).images  # a batch size the export never saw
     with torch.inference_mode():
         x = data.to_float(images, normalized=model.normalized_inputs)
         expected = model(x)
-    got = deploy.onnx_predict(path, images)
+    got = onnx_export.onnx_predict(path, images)
     assert expected.std() > 0.1, "the check needs logits that vary"
     assert got.shape == (7, 10)
     assert (got - expected).abs().max().item() < 1e-4
-    assert deploy.max_logit_difference(model, path) < 1e-4
-    meta = deploy.metadata(path)
+    assert onnx_export.max_logit_difference(model, path) < 1e-4
+    meta = onnx_export.metadata(path)
     assert json.loads(meta["igkd.normalization_folded"]) is model.normalized_inputs
     assert "[0, 1]" in meta["igkd.input"] and json.loads(meta["igkd.classes"])[0] == "airplane"
     shape = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
@@ -102,12 +102,12 @@ def test_int8_model_runs_and_mostly_agrees(trained_student, student_files, synth
         if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1
     ]
     assert weight_scales, "per-channel weight scales"
-    meta = deploy.metadata(int8)
+    meta = onnx_export.metadata(int8)
     assert meta["igkd.precision"] == "int8" and meta["igkd.description"] == "test student"
     assert json.loads(meta["igkd.quantization"])["calibration_images"] == 128
 
     reference = train.predict(trained_student, test_ds.images, device="cpu")
-    logits = deploy.onnx_predict(int8, test_ds.images, batch_size=64)
+    logits = onnx_export.onnx_predict(int8, test_ds.images, batch_size=64)
     assert logits.shape == (len(test_ds), 10) and logits.dtype == torch.float32
     accuracy = (reference.argmax(1) == test_ds.labels).float().mean().item()
     agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
@@ -119,13 +119,13 @@ def test_int8_model_runs_and_mostly_agrees(trained_student, student_files, synth
 def test_quantize_rejects_bad_calibration(student_files, tmp_path):
     fp32, _ = student_files
     with pytest.raises(ConfigError, match="uint8"):
-        deploy.quantize_int8(fp32, tmp_path / "q.onnx", torch.rand(4, 3, 32, 32))
+        onnx_export.quantize_int8(fp32, tmp_path / "q.onnx", torch.rand(4, 3, 32, 32))
     with pytest.raises(ConfigError, match="calibration method"):
-        deploy.quantize_int8(
+        onnx_export.quantize_int8(
             fp32, tmp_path / "q.onnx", torch.zeros(4, 3, 32, 32, dtype=torch.uint8), method="x"
         )
     with pytest.raises(CheckpointError, match="no ONNX file"):
-        deploy.quantize_int8(
+        onnx_export.quantize_int8(
             tmp_path / "none.onnx",
             tmp_path / "q.onnx",
             torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
@@ -139,23 +139,23 @@ FIELDS = {
 
 
 def test_latency_fields_are_sane(trained_student, student_files):
-    torch_lat = deploy.latency(trained_student, 4, threads=1, min_run_time=0.02)
-    ort_lat = deploy.onnx_latency(student_files[0], 4, 1, min_run_time=0.02)
+    torch_lat = latency.latency(trained_student, 4, threads=1, min_run_time=0.02)
+    ort_lat = onnx_export.onnx_latency(student_files[0], 4, 1, min_run_time=0.02)
     for lat, backend in ((torch_lat, "PyTorch"), (ort_lat, "ONNX Runtime")):
         assert set(lat) == FIELDS and lat["backend"] == backend
         assert lat["batch_size"] == 4 and lat["threads"] == 1
         assert 0 < lat["median_ms"] < 10_000 and lat["iqr_ms"] >= 0 and lat["measurements"] >= 1
         assert lat["per_image_ms"] == pytest.approx(lat["median_ms"] / 4)
-    assert 0 < deploy.cold_forward_ms(trained_student, threads=1) < 10_000
+    assert 0 < latency.cold_forward_ms(trained_student, threads=1) < 10_000
     with pytest.raises(ConfigError, match="batch_size"):
-        deploy.latency(trained_student, 0)
+        latency.latency(trained_student, 0)
     with pytest.raises(ConfigError, match="threads"):
-        deploy.onnx_latency(student_files[0], 1, threads=0)
+        onnx_export.onnx_latency(student_files[0], 1, threads=0)
 
 
 def test_latency_table(trained_student):
     nets = {"big": models.student(55).eval(), "small": trained_student}
-    table = deploy.latency_table(
+    table = latency.latency_table(
         nets, batch_sizes=(1, 2), threads=1, min_run_time=0.01, reference="big", warmup=1
     )
     assert list(table.index) == ["big", "small"]
@@ -163,15 +163,15 @@ def test_latency_table(trained_student):
     assert table.loc["big", "FLOP ratio"] == 1 and table.loc["small", "FLOP ratio"] > 1
     assert (table[["cold forward (ms)", "b1 median (ms)", "b2 median (ms)"]] > 0).all().all()
     with pytest.raises(ConfigError, match="reference"):
-        deploy.latency_table(nets, reference="teacher")
+        latency.latency_table(nets, reference="teacher")
 
 
 def test_forward_flops_of_teacher_and_4_1x_student():
     # The students drop the cheap 4x4-resolution end of the network: 4.1x fewer parameters,
     # only 1.5x fewer FLOPs (176 vs 117 MFLOPs per image).
     teacher, student = (
-        deploy.forward_flops(models.teacher()),
-        deploy.forward_flops(models.student(4.1)),
+        latency.forward_flops(models.teacher()),
+        latency.forward_flops(models.student(4.1)),
     )
     assert 170e6 < teacher < 180e6 and 1.4 < teacher / student < 1.6
 
@@ -259,7 +259,7 @@ def test_cli_export_checkpoint_with_int8(imagefolder_cifar, tmp_path, capsys):
     assert (out / "tiny.onnx").is_file() and (out / "tiny.int8.onnx").is_file()
     assert "calibrated on 20 training images" in text and "max |logit diff|" in text
     assert (
-        json.loads(deploy.metadata(out / "tiny.int8.onnx")["igkd.quantization"])[
+        json.loads(onnx_export.metadata(out / "tiny.int8.onnx")["igkd.quantization"])[
             "calibration_images"
         ]
         == 20
@@ -272,14 +272,14 @@ def test_cli_export_run(tmp_path, capsys):
     assert cli.main(["export", "--run", str(run.path), "--out", str(tmp_path)]) == 0
     written = tmp_path / f"student-{run.path.name}.onnx"
     assert written.is_file() and str(written) in capsys.readouterr().out
-    assert deploy.max_logit_difference(model, written) < 1e-4
+    assert onnx_export.max_logit_difference(model, written) < 1e-4
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (lambda p: ["--run", str(p / "nothing")], "is not a run directory"),
-        (lambda p: ["--checkpoint", str(p / "missing.pt")], "no checkpoint file"),
+        (lambda p: ["--run", str(p / "nothing")], "is no run directory"),
+        (lambda p: ["--checkpoint", str(p / "missing.pt")], "no run directory, checkpoint file"),
         (lambda p: ["--checkpoint", str(p / "s.pt"), "--int8", "--data", str(p)], "no CIFAR-10"),
         (lambda p: ["--checkpoint", "s.pt", "--calibration-images", "0"], "calibration-images"),
     ],
