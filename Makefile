@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PROFILE ?= auto
 
-.PHONY: setup test lint reproduce book book-check clean
+.PHONY: setup test test-fast lint reproduce book book-check clean
 
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -15,6 +15,9 @@ setup:  ## install igkd, the notebooks' and the tests' dependencies into the cur
 # keeps each notebook's cells on one worker (one kernel).
 test:  ## unit tests, then every notebook executed by nbval in the ci profile
 	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest --nbval -n 2 --dist loadscope -p no:cacheprovider --durations=25
+
+test-fast:  ## the unit tests without the slow ones (no notebooks, no book): minutes, while working
+	IGKD_PROFILE=ci OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest tests -m "not slow" -n 2 -p no:cacheprovider --durations=10
 
 lint:
 	pre-commit run --all-files

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 
 def pytest_configure(config):
     """Tests run in the `ci` profile unless IGKD_PROFILE says otherwise: the notebook kernels nbval
@@ -18,3 +20,41 @@ def pytest_configure(config):
     os.environ.setdefault("IGKD_PROFILE", "ci")
     if "IGKD_RUNS_KEEP" not in os.environ and not hasattr(config, "workerinput"):
         os.environ["IGKD_RUNS"] = tempfile.mkdtemp(prefix="igkd-test-runs-")
+
+
+# Tests that take many seconds on 2 cores (measured with --durations in CI): `make test-fast`
+# leaves them, and every notebook and the book build, out (`-m "not slow"`).
+SLOW = (
+    "tests/test_commands.py",
+    "tests/test_published.py::test_published_student_scores_above_80_percent",
+    "tests/test_tune.py::test_study_scores_on_validation_and_resumes",
+    "tests/test_tune.py::test_a_second_call_waits_for_the_first_instead_of_failing_its_trials",
+    "tests/test_tune.py::test_the_journal_stays_locked_while_trials_run",
+    "tests/test_attribution.py::test_killed_precompute_resumes_to_the_same_maps",
+    "tests/test_attribution.py::test_matches_captum_at_the_papers_settings",
+    "tests/test_sweep.py::test_killed_sweep_redoes_only_what_is_missing",
+    "tests/test_sweep.py::test_teacher_and_ig_maps_are_made_once_before_the_students",
+    "tests/test_sweep.py::test_runs_on_a_scheduler_and_two_worker_processes",
+    "tests/test_train.py::test_killed_training_resumes_to_the_same_result",
+    "tests/test_runs.py::test_sigkill_and_resume_gives_the_uninterrupted_result",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tests (before `-m` selects): the list above, the notebooks themselves and
+    every test that needs the executed ci book (the `built` fixture)."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if (
+            path.endswith(".ipynb")
+            or "built" in getattr(item, "fixturenames", ())
+            or any(
+                item.nodeid == s
+                or item.nodeid.startswith(s + "::")
+                or item.nodeid.startswith(s + "[")
+                or path == s
+                for s in SLOW
+            )
+        ):
+            item.add_marker(pytest.mark.slow)

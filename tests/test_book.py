@@ -75,7 +75,10 @@ def test_every_chapter_renders(built):
 def test_no_missing_image_and_no_traceback(built):
     _, found = built
     assert book.problems(found) == []
-    assert sum(page["images"] for page in found.values()) >= 4  # every chapter has a figure
+    chapters = {name: page for name, page in found.items() if name.startswith("executed/")}
+    assert chapters
+    for name, page in chapters.items():  # every chapter shows at least one figure
+        assert page["images"] >= 1, f"{name} has no figure"
 
 
 def test_banner_states_profile_data_and_machine(built):

@@ -125,12 +125,13 @@ def test_accuracies_and_beside_paper():
 
 
 def test_sweep_table_puts_the_papers_number_beside_ours():
-    results = [_run("student", 70.0, s) for s in range(2)] + [_run("student", 40.0, 0, "140")]
+    results = [_run("student", 70.0 + s, s) for s in range(2)] + [_run("student", 40.0, 0, "140")]
     t = experiments.sweep_table(results)
     assert list(t["compression"]) == ["4.1", "140"]  # sorted by ratio
     row = t.iloc[0]
-    assert row["n"] == 2 and row["mean"] == 70.0 and row["paper"] == paper.SWEEP["4.1"]["student"]
-    assert math.isnan(t.iloc[1]["ci_low"]) or t.iloc[1]["n"] == 1
+    assert row["n"] == 2 and row["mean"] == 70.5 and row["paper"] == paper.SWEEP["4.1"]["student"]
+    assert row["ci_low"] < 70.5 < row["ci_high"]  # two runs: a confidence interval
+    assert t.iloc[1]["n"] == 1 and math.isnan(t.iloc[1]["ci_low"])  # one run: none
     ax = experiments.plot_sweep(t, teacher=80.0)
     assert ax.get_xscale() == "log"
 
