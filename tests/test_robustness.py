@@ -130,7 +130,7 @@ def test_the_rest_is_evaluated(folder, synthetic):
         raise AssertionError("evaluated a model that has its record")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(E, "logits", boom)
+        mp.setattr(E.evaluation, "logits", boom)
         assert E.prepare(s, found, progress=False) == 0.0
         again = E.evaluate(found, s, progress=False)
     assert all(np.array_equal(again.correct[k], r.correct[k]) for k in r.correct)
