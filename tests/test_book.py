@@ -251,11 +251,11 @@ def test_imagenet_records_average_the_runs_the_ablation_counts(ci_cache):
         return imagenet.Scores(10, acc, acc - 1, 0.5, {}, 0)
 
     n = len(pipeline.datasets(profiles.get("ci"))[0])
-    _student("KD", 0, 1.0, n)  # the ablation's: counted
-    _student("KD", 1, 2.0, n)
-    _student("KD", 2, 3.0, int(0.8 * n))  # a Monte Carlo draw
-    _student("KD", 3, 4.0, n, alpha=0.5)  # a tuning trial's weights
-    _student("IG", 0, 5.0, n, profile="quick")  # another profile
+    _student("KD", 0, 1.0, n, tags=["ablation"])  # the ablation's: counted
+    _student("KD", 1, 2.0, n, tags=["ablation", "sweep"])
+    _student("KD", 2, 3.0, int(0.8 * n), tags=["monte-carlo"])  # a Monte Carlo draw
+    _student("KD", 3, 4.0, n, alpha=0.5, tags=["tuning"])  # a tuning trial
+    _student("IG", 0, 5.0, n, profile="quick", tags=["ablation"])  # another profile
     found = runs.find_runs("student")
     run_metrics = {f"s{i}": {**r.metrics, "run": r.path.name} for i, r in enumerate(found)}
     accuracy = {f"s{i}": 10.0 * r.metrics["final_test_accuracy"] for i, r in enumerate(found)}
