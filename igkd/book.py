@@ -446,23 +446,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# The Sphinx extension (igkd.book in book/_config.yml) lives in book_extension.py.
-from igkd.book_extension import (  # noqa: E402, F401
-    NO_RUNS,
-    NOT_EXECUTED_SUMMARY,
-    NOT_PREPARED_SUMMARY,
-    _complete_info,
-    _is_placeholder,
-    _mtime,
-    _on_config_inited,
-    _placeholder,
-    _unpack_results,
-    banner,
-    materialise,
-    results_archive,
-    setup,
-    toc_chapters,
+# The Sphinx extension (igkd.book in book/_config.yml) lives in book_extension.py, which imports
+# this module; its names are resolved here on first use, so either module can be imported first.
+_EXTENSION = (
+    "NO_RUNS",
+    "NOT_EXECUTED_SUMMARY",
+    "NOT_PREPARED_SUMMARY",
+    "_complete_info",
+    "_is_placeholder",
+    "_mtime",
+    "_on_config_inited",
+    "_placeholder",
+    "_unpack_results",
+    "banner",
+    "materialise",
+    "results_archive",
+    "setup",
+    "toc_chapters",
 )
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXTENSION:
+        from igkd import book_extension
+
+        return getattr(book_extension, name)
+    raise AttributeError(f"module 'igkd.book' has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,33 +11,17 @@ import re
 import sys
 from pathlib import Path
 
-from igkd.book import (  # noqa: F401
+from igkd.book import (
     BOOK_DIR,
-    GENERATED,
     INFO_FILE,
-    MANIFEST_KEYS,
     NOT_EXECUTED,
     NOTE_TAG,
-    NOTEBOOKS_DIR,
     RUN_IT,
-    WIDGET_VIEW,
-    _cells,
-    _drop_widgets,
-    _error_of,
-    _machine_text,
-    _note,
-    _now,
-    _reusable,
     describe,
-    machine,
-    notebooks,
     notebooks_beside,
     read_info,
     read_manifest,
-    toc_text,
-    write_toc,
 )
-from igkd.browser_check import check_site, find_chromium, problems  # noqa: F401 (book's CLI)
 from igkd.errors import BookError
 
 # --- the Sphinx extension: what a build without executed notebooks lacks, and the banner ---------

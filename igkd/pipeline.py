@@ -152,10 +152,6 @@ def ig_run(
     )
 
 
-# ig_run's method, baseline and precision defaults: the store a student's overlay reads.
-IG_DEFAULTS = ("gausslegendre", "normalized-zero", "fp32")
-
-
 def planned_ig(
     profile: str | None = None,
     seed: int = 0,

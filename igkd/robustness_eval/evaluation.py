@@ -16,26 +16,10 @@ from torch import nn
 
 from igkd import corruptions as cifar_c
 from igkd import data, paths, pipeline, profiles, robustness, runs, train
-from igkd.robustness_eval.setup import (  # noqa: F401
-    CHECKPOINT_SUFFIXES,
-    DEFAULTS,
-    PUBLISHED,
-    RUN_CACHE,
-    RUN_STUDENTS,
-    TEACHER,
+from igkd.robustness_eval.setup import (
     Candidate,
     Settings,
-    _ignored,
-    _positive_int,
-    _short,
-    from_folder,
-    from_run_cache,
-    gather,
-    method_of_file,
     model_key,
-    model_table,
-    settings,
-    teacher_of,
 )
 
 # --- logits, cached ------------------------------------------------------------------------------------

@@ -6,61 +6,12 @@ import numpy as np
 import pandas as pd
 
 from igkd import robustness
-from igkd.robustness_eval.evaluation import (  # noqa: F401
-    RECORD_KIND,
-    Key,
+from igkd.robustness_eval.evaluation import (
     Result,
-    _load_record,
-    _measure,
-    _save_record,
-    _set_name,
-    _sets,
-    evaluate,
-    logits,
-    model_key,
-    planned_records,
-    prepare,
-    set_keys,
-    test_set,
-    val_set,
 )
-from igkd.robustness_eval.setup import (  # noqa: F401
-    CHECKPOINT_SUFFIXES,
-    DEFAULTS,
-    PUBLISHED,
-    RUN_CACHE,
-    RUN_STUDENTS,
-    TEACHER,
-    Candidate,
-    Settings,
-    _ignored,
-    _positive_int,
-    _short,
-    from_folder,
-    from_run_cache,
-    gather,
-    method_of_file,
-    model_table,
-    settings,
-    teacher_of,
-)
-from igkd.robustness_eval.tables import (  # noqa: F401
-    _errors,
-    _family_members,
+from igkd.robustness_eval.tables import (
     _groups,
-    _with_holm,
     caption,
-    curve_table,
-    family_bootstrap,
-    heatmap_table,
-    records,
-    reference_for,
-    relative_mce,
-    rounded,
-    seed_comparison,
-    severity_table,
-    summary_table,
-    temperature_table,
 )
 
 # --- figures -----------------------------------------------------------------------------------------

@@ -12,43 +12,13 @@ import pandas as pd
 from igkd import corruptions as cifar_c
 from igkd import robustness, stats
 from igkd.errors import ConfigError
-from igkd.robustness_eval.evaluation import (  # noqa: F401
-    RECORD_KIND,
+from igkd.robustness_eval.evaluation import (
     Key,
     Result,
-    _load_record,
-    _measure,
-    _save_record,
-    _set_name,
-    _sets,
-    evaluate,
-    logits,
-    model_key,
-    planned_records,
-    prepare,
-    set_keys,
-    test_set,
-    val_set,
 )
-from igkd.robustness_eval.setup import (  # noqa: F401
-    CHECKPOINT_SUFFIXES,
-    DEFAULTS,
+from igkd.robustness_eval.setup import (
     PUBLISHED,
     RUN_CACHE,
-    RUN_STUDENTS,
-    TEACHER,
-    Candidate,
-    Settings,
-    _ignored,
-    _positive_int,
-    _short,
-    from_folder,
-    from_run_cache,
-    gather,
-    method_of_file,
-    model_table,
-    settings,
-    teacher_of,
 )
 
 # --- tables ----------------------------------------------------------------------------------------------
