@@ -309,12 +309,23 @@ def export_runs(
     return manifest
 
 
-# Import, book extraction and provenance live in their own modules; their names stay reachable here.
-from igkd.archive_import import (  # noqa: E402, F401
-    ImportReport,
-    _check_manifest,
-    _read,
-    extract_book,
-    import_runs,
-)
-from igkd.provenance import list_runs, provenance, revisions  # noqa: E402, F401
+# Import, book extraction and provenance live in their own modules, which import this one; their
+# names are resolved here on first use, so any of the three modules can be imported first.
+_ELSEWHERE = {
+    "ImportReport": "archive_import",
+    "_check_manifest": "archive_import",
+    "_read": "archive_import",
+    "extract_book": "archive_import",
+    "import_runs": "archive_import",
+    "list_runs": "provenance",
+    "provenance": "provenance",
+    "revisions": "provenance",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"igkd.{_ELSEWHERE[name]}"), name)
+    raise AttributeError(f"module 'igkd.archive' has no attribute {name!r}")
