@@ -162,12 +162,16 @@ def _set_name(key: Key) -> str:
 
 
 def planned_records(
-    found: Sequence[Candidate], s: Settings, data_root: str | Path | None = None
+    found: Sequence[Candidate],
+    s: Settings,
+    data_root: str | Path | None = None,
+    sets: tuple[data.Dataset, data.Dataset] | None = None,
 ) -> list[runs.Run]:
     """The run-cache record of each model of `found` on the sets of `s`, finished or not: named by
-    the model's weights (`model_key`), the test and validation images and the sets, so a model met
-    again (or imported with a results archive) is never evaluated twice."""
-    test, val = test_set(s, data_root), val_set(s, data_root)
+    the model's weights (`model_key`, the record config's "model"), the test and validation images
+    and the sets, so a model met again (or imported with a results archive) is never evaluated
+    twice. `sets`: (test_set, val_set) when the caller has them already."""
+    test, val = sets if sets is not None else (test_set(s, data_root), val_set(s, data_root))
     common = {
         "test_data": test.fingerprint,
         "val_data": val.fingerprint,
@@ -182,15 +186,20 @@ def planned_records(
 
 
 def _measure(
-    found: Sequence[Candidate], s: Settings, test: data.Dataset, val: data.Dataset, progress: bool
+    found: Sequence[Candidate],
+    keys: Sequence[str],
+    s: Settings,
+    test: data.Dataset,
+    val: data.Dataset,
+    progress: bool,
 ) -> list[dict[str, np.ndarray]]:
-    """Per model of `found`: `correct` (S, N) bool, `ece` and `ece_t` (S,) in %, `temperature`
-    and `val_accuracy` (scalars), `clean` and `reliability` logits (N, 10), S = len(set_keys(s)).
-    Each corrupted set is made (or read) once and every model evaluated on it."""
+    """Per model of `found` (whose `model_key`s are `keys`): `correct` (S, N) bool, `ece` and
+    `ece_t` (S,) in %, `temperature` and `val_accuracy` (scalars), `clean` and `reliability`
+    logits (N, 10), S = len(set_keys(s)). Each corrupted set is made (or read) once and every
+    model evaluated on it."""
     from tqdm.auto import tqdm
 
     labels = test.labels.numpy().astype(np.int64)
-    keys = [model_key(c.model) for c in found]
     out: list[dict] = [{"correct": [], "ece": [], "ece_t": []} for _ in found]
     for i, c in enumerate(found):
         z = logits(c.model, val.images, val.fingerprint, keys[i])
@@ -266,10 +275,11 @@ def evaluate(
     corrupted sets generated first if the cache lacks them (`prepare` does it up front)."""
     test, val = test_set(s, data_root), val_set(s, data_root)
     start = time.perf_counter()
-    planned = planned_records(found, s, data_root)
+    planned = planned_records(found, s, sets=(test, val))
     got: list[dict | None] = [_load_record(r, s.sets) if r.done else None for r in planned]
     todo = [i for i, a in enumerate(got) if a is None]
-    measured = _measure([found[i] for i in todo], s, test, val, progress)
+    keys = [planned[i].config["model"] for i in todo]  # model_key, hashed once per model
+    measured = _measure([found[i] for i in todo], keys, s, test, val, progress)
     for i, arrays in zip(todo, measured, strict=True):
         got[i] = arrays
         if not planned[i].done:
