@@ -42,19 +42,15 @@ SLOW = (
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark the slow tests (before `-m` selects): the list above, the notebooks themselves and
-    every test that needs the executed ci book (the `built` fixture)."""
+    """Mark the slow tests (before `-m` selects): the list above (a file, a test, or all of a
+    test's parameters), the notebooks themselves and every test that needs the executed ci book
+    (the `built` fixture)."""
+    listed = tuple(f"{s}{sep}" for s in SLOW for sep in ("::", "["))
     for item in items:
-        path = item.nodeid.split("::")[0]
         if (
-            path.endswith(".ipynb")
+            item.nodeid.split("::")[0].endswith(".ipynb")
             or "built" in getattr(item, "fixturenames", ())
-            or any(
-                item.nodeid == s
-                or item.nodeid.startswith(s + "::")
-                or item.nodeid.startswith(s + "[")
-                or path == s
-                for s in SLOW
-            )
+            or item.nodeid in SLOW
+            or item.nodeid.startswith(listed)
         ):
             item.add_marker(pytest.mark.slow)

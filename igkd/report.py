@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from igkd import conclusions, losses, models, paper, paths, profiles, runs, train
-from igkd.errors import ConfigError
+from igkd.errors import CheckpointError, ConfigError
 
 NOT_RUN = "not run in this profile"
 RESULT_NAMES = ("imagenet", "latency", "robustness")  # measurements that are not runs of the cache
@@ -238,7 +238,7 @@ def tag_untagged(profile: str | None = None, data_root: str | Path | None = None
     for run in runs.find_runs("student"):
         try:
             m = run.metrics
-        except Exception:  # noqa: BLE001 - an unreadable run is simply not tagged
+        except CheckpointError:  # unreadable metrics: the run is simply not tagged
             continue
         same = m.get("environment", {}).get("profile") == prof.name
         if run.purposes or not same or run.config.get("test_data") != test_ds.fingerprint:
