@@ -1,268 +1,45 @@
 """The paper's numbers beside ours, read from the run cache: the book's summary page.
 
 Nothing here is typed by hand. Every "ours" value comes from a finished run's `metrics.json` in
-the run cache (`IGKD_RUNS`) or from a result file a notebook wrote with `save_results`; every
-"paper" value comes from `igkd.paper`. What was not run in the profile says so. The page opens with
-a paragraph of conclusions (`conclusions_markdown`) that `igkd.conclusions.summary` writes from the
-same runs the tables count.
+the run cache (`IGKD_RUNS`), counted as `igkd.profile_runs` says (by the purpose each run records),
+or from a result file a notebook wrote with `igkd.result_files.save_results`; every "paper" value
+comes from `igkd.paper`. What was not run in the profile says so. `summary_table` builds the table,
+`summary_markdown` writes the page; the page opens with a paragraph of conclusions
+(`conclusions_markdown`) that `igkd.conclusions.summary` writes from the same runs the tables count.
 
-Which runs count, for a profile: only runs made in that profile and evaluated on its test set (same
-data fingerprint); the teacher: runs with the profile's teacher recipe; students: by the purpose
-each run records (`Run.purposes`, tagged when a notebook submits or reuses it): the ablation rows
-count runs tagged "ablation", the Monte Carlo rows "monte-carlo", the sweep rows "sweep". Runs made
-before runs recorded their purpose are counted only once `tag_untagged` (`igkd runs migrate`) has
-tagged them by the rules the page used to apply.
+The names of `igkd.result_files` and `igkd.profile_runs` stay importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import json
-import re
 import statistics
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from igkd import conclusions, losses, models, paper, paths, profiles, runs, train
-from igkd.errors import CheckpointError, ConfigError
+from igkd import conclusions, models, paper
+from igkd.profile_runs import (  # noqa: F401 (re-exported: report.collect, report.tag_untagged)
+    COUNTED,
+    ProfileRuns,
+    collect,
+    students_of,
+    tag_untagged,
+)
+from igkd.result_files import (  # noqa: F401 (re-exported: report.save_results, ...)
+    RESULT_NAMES,
+    imagenet_records,
+    latency_records,
+    load_results,
+    results_file,
+    save_results,
+)
 
 NOT_RUN = "not run in this profile"
-RESULT_NAMES = ("imagenet", "latency", "robustness")  # measurements that are not runs of the cache
 SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM Table 13)
 MONTE_CARLO_METHODS = tuple(paper.MONTE_CARLO)
 SWEEP_SECTION = "Compression sweep (ESM Table 13)"
 COLUMNS = ["section", "what", "paper", "ours", "runs", "difference (pp)"]
-
-
-# --- measured results that are not runs --------------------------------------------------------
-
-
-def results_file(name: str, profile: str | None = None) -> Path:
-    """`<runs>/results/<profile>/<name>.json`, where `save_results` writes and the summary reads."""
-    if name not in RESULT_NAMES:
-        raise ConfigError(f"result name {name!r}; use one of {', '.join(RESULT_NAMES)}")
-    return paths.runs_dir() / "results" / profiles.resolve(profile) / f"{name}.json"
-
-
-def save_results(name: str, records: list[dict], profile: str | None = None) -> Path:
-    """Record a notebook's measurements for the summary page; returns the file written.
-
-    `imagenet`: one record per model, {"model": a method name or "teacher", "accuracy" (%),
-    "balanced_accuracy" (%), "kappa", "images"} on the teacher-correct subset.
-    `latency`: one record per measurement, {"model": "teacher" or a compression label such as
-    "4.1", "runtime": "pytorch" | "onnxruntime", "precision": "fp32" | "int8", "batch": int,
-    "median_ms": milliseconds per batch}.
-    `robustness`: `robustness_eval.records` (notebook 10), one {"kind": "model", ...} per model and
-    one {"kind": "difference", "group", "test", "diff", "ci_low", "ci_high", "clean_diff", ...} per
-    comparison of the IG overlay family with the others. The environment is stored with the records.
-    """
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ConfigError(f"records for {name!r} must be a list of dicts")
-    file = results_file(name, profile)
-    payload = {
-        "name": name,
-        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": profiles.environment(profile),
-        "records": records,
-    }
-    paths.atomic_write_bytes(file, (json.dumps(payload, indent=2) + "\n").encode())
-    return file
-
-
-def load_results(name: str, profile: str | None = None) -> list[dict]:
-    """The records `save_results` wrote for `name` in the profile, or [] if none were."""
-    file = results_file(name, profile)
-    if not file.is_file():
-        return []
-    return json.loads(file.read_text())["records"]
-
-
-_FORMATS = {
-    "PyTorch fp32": ("pytorch", "fp32"),
-    "ONNX fp32": ("onnxruntime", "fp32"),
-    "ONNX int8": ("onnxruntime", "int8"),
-}
-
-
-def latency_records(frame: pd.DataFrame) -> list[dict]:
-    """`save_results("latency", ...)` records from `latency.latency_table` (index: "teacher" or
-    "<label>x", PyTorch fp32) or `deploy.deployment_table` (index: (model, format)), one per
-    model, format and `b<B> median (ms)` column."""
-    records = []
-    for index, row in frame.iterrows():
-        name, fmt = index if isinstance(index, tuple) else (index, "PyTorch fp32")
-        model = "teacher" if name == "teacher" else str(name).split("x")[0]
-        runtime, precision = _FORMATS[fmt]
-        for col, value in row.items():
-            m = re.fullmatch(r"b(\d+) median \(ms\)", str(col))
-            if m and value == value:  # skip NaN
-                records.append(
-                    {
-                        "model": model,
-                        "runtime": runtime,
-                        "precision": precision,
-                        "batch": int(m.group(1)),
-                        "median_ms": float(value),
-                    }
-                )
-    return records
-
-
-def imagenet_records(
-    result,
-    run_metrics: Mapping[str, dict],
-    profile: str | None = None,
-    generated: bool = False,
-    data_root: str | Path | None = None,
-) -> list[dict]:
-    """`save_results("imagenet", ...)` records from `imagenet.evaluate`'s result: the teacher, and
-    per method the mean over the 4.1x runs the summary's ablation rows count (preset settings, the
-    experiments' recipe and training share; not Monte Carlo draws, tuning trials or notebook 03's
-    longer run). `run_metrics`: student name in `result.students` -> its run's metrics with the
-    run's folder name under "run". `generated` marks scores on generated images."""
-    counted = {m["run"] for m in _students(collect(profile, data_root), None, "4.1", "ablation")}
-
-    def record(model: str, scores: list) -> dict:
-        return {
-            "model": model,
-            "accuracy": float(np.mean([s.accuracy for s in scores])),
-            "balanced_accuracy": float(np.mean([s.balanced_accuracy for s in scores])),
-            "kappa": float(np.mean([s.kappa for s in scores])),
-            "images": int(scores[0].n),
-            "runs": len(scores),
-            "generated": generated,
-        }
-
-    by_method: dict[str, list] = {}
-    for name, m in run_metrics.items():
-        if m.get("run") in counted:
-            by_method.setdefault(m["method"], []).append(result.students[name])
-    return [record("teacher", [result.teacher])] + [record(k, v) for k, v in by_method.items()]
-
-
-# --- runs of a profile ---------------------------------------------------------------------------
-
-
-def _plain(obj: object) -> object:
-    """Dataclass dicts as they read back from JSON (tuples become lists), for comparison."""
-    return json.loads(json.dumps(obj))
-
-
-@dataclass
-class ProfileRuns:
-    """The finished runs of one profile on its test data, as (config, metrics) pairs."""
-
-    profile: str
-    data: str  # the test data's name, e.g. "CIFAR-10 (JPEG q75 copy)"
-    train_images: int  # the profile's whole training set
-    share: float  # the share of it the experiments train on (experiment_data_share)
-    epochs: int  # epochs of the experiment runs
-    teachers: list[dict]  # metrics of teacher runs with the profile's recipe
-    # metrics (+ "run": folder name, "experiments": the experiments of this profile it serves)
-    students: list[dict]
-    other_students: int  # student runs of the profile that serve none of the page's experiments
-    untagged: int = 0  # student runs of the profile that record no purpose (made before tags)
-    run_paths: list[Path] = dataclasses.field(default_factory=list)  # the runs counted
-
-
-COUNTED = ("ablation", "monte-carlo", "sweep")  # the experiments the summary page has rows for
-
-
-def collect(profile: str | None = None, data_root: str | Path | None = None) -> ProfileRuns:
-    """Read the run cache for `profile`: see the module docstring for which runs count."""
-    from igkd import experiments, pipeline  # pipeline imports torch-heavy modules
-
-    prof = profiles.get(profile)
-    train_ds, test_ds = pipeline.datasets(prof, data_root)
-    teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
-    epochs = experiments.epochs_for(prof.name, None)[0] or prof.student_recipe["epochs"]
-    share = experiments.data_share(prof.name, None)
-
-    def mine(run: runs.Run) -> dict | None:
-        m = run.metrics
-        same = m.get("environment", {}).get("profile") == prof.name
-        return m if same and run.config.get("test_data") == test_ds.fingerprint else None
-
-    teachers, run_paths = [], []
-    for run in runs.find_runs("teacher"):
-        if (m := mine(run)) is not None and run.config.get("recipe") == teacher_recipe:
-            teachers.append(m)
-            run_paths.append(run.path)
-    students, other, untagged = [], 0, 0
-    for run in runs.find_runs("student"):
-        if (m := mine(run)) is None:
-            continue
-        tags = run.purposes
-        serves = {p.get("experiment") for p in tags if p.get("profile") == prof.name}
-        if not tags:
-            untagged += 1
-        elif serves & set(COUNTED):
-            students.append({**m, "run": run.path.name, "experiments": sorted(serves)})
-            run_paths.append(run.path)
-        else:
-            other += 1
-    return ProfileRuns(
-        prof.name,
-        test_ds.source,
-        len(train_ds),
-        share,
-        epochs,
-        teachers,
-        students,
-        other,
-        untagged,
-        run_paths,
-    )
-
-
-def tag_untagged(profile: str | None = None, data_root: str | Path | None = None) -> dict:
-    """Tag the student runs that record no purpose (made before runs recorded one) by the rules the
-    summary page used to apply, once: a run of the profile's experiment recipe, a paper preset and
-    the default fixes serves the sweep, and at 4.1x the ablation too, when it trained on the
-    experiments' whole share of the training set; the Monte Carlo when on 78-82 % of that share.
-    Other untagged runs stay untagged. Returns {experiment: runs tagged} (`igkd runs migrate`)."""
-    from igkd import config, experiments, pipeline
-
-    prof = profiles.get(profile)
-    train_ds, test_ds = pipeline.datasets(prof, data_root)
-    recipe = train.Recipe(**prof.student_recipe)
-    epochs = experiments.epochs_for(prof.name, None)[0] or recipe.epochs
-    wanted = _plain(dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs)))
-    share = experiments.data_share(prof.name, None)
-    done: dict[str, int] = {}
-    for run in runs.find_runs("student"):
-        try:
-            m = run.metrics
-        except CheckpointError:  # unreadable metrics: the run is simply not tagged
-            continue
-        same = m.get("environment", {}).get("profile") == prof.name
-        if run.purposes or not same or run.config.get("test_data") != test_ds.fingerprint:
-            continue
-        s, preset = m.get("settings") or {}, losses.PRESETS.get(m.get("method"))
-        default = (
-            preset is not None
-            and s.get("weights") == _plain(dataclasses.asdict(preset))
-            and s.get("recipe") == wanted
-            and s.get("teacher_outputs") in (None, "online")
-            and s.get("overlay_order") in (None, "aligned")
-        )
-        if not default:
-            continue
-        used = m["train_images"] / len(train_ds) / share
-        names = []
-        if abs(used - 1) <= 1e-3:
-            names = ["ablation", "sweep"] if m["compression"] == "4.1" else ["sweep"]
-        elif 0.78 - 1e-3 <= used <= 0.82 + 1e-3:
-            names = ["monte-carlo"]
-        for name in names:
-            run.add_purpose(config.purpose(name, prof.name, migrated=True))
-            done[name] = done.get(name, 0) + 1
-    return done
+_students = students_of  # the name igkd.robustness_eval.setup reads it by
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -289,28 +66,16 @@ def _row(section: str, what: str, paper_text: str, ours: list[float], paper_mean
     }
 
 
-def _students(found: ProfileRuns, method: str | None, compression: str, experiment: str) -> list:
-    """Metrics of the counted students of `method` (None: any) at `compression` that serve
-    `experiment` (ablation, monte-carlo or sweep) in this profile."""
-    return [
-        m
-        for m in found.students
-        if method in (None, m["method"])
-        and m["compression"] == compression
-        and experiment in m["experiments"]
-    ]
-
-
 def _accuracies(found: ProfileRuns, method: str, compression: str, experiment: str) -> list[float]:
-    """Final-epoch test accuracies (the paper's number) of `_students`."""
-    return [m["final_test_accuracy"] for m in _students(found, method, compression, experiment)]
+    """Final-epoch test accuracies (the paper's number) of `students_of`."""
+    return [m["final_test_accuracy"] for m in students_of(found, method, compression, experiment)]
 
 
 def _by_seed(found: ProfileRuns, method: str, compression: str, experiment: str) -> dict:
-    """{seed: final test accuracy} of `_students` (the same runs as `_accuracies`); a run whose
+    """{seed: final test accuracy} of `students_of` (the same runs as `_accuracies`); a run whose
     metrics name no seed is keyed by None plus its position, so no two runs collide."""
     out: dict = {}
-    for i, m in enumerate(_students(found, method, compression, experiment)):
+    for i, m in enumerate(students_of(found, method, compression, experiment)):
         seed = m.get("environment", {}).get("seed")
         out[seed if seed is not None and seed not in out else (None, i)] = m["final_test_accuracy"]
     return out
