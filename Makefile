@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PROFILE ?= auto
 
-.PHONY: setup test test-fast lint reproduce book book-check clean
+.PHONY: setup test test-fast lint reproduce book book-check gpu-check clean
 
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -22,13 +22,17 @@ test-fast:  ## the unit tests without the slow ones (no notebooks, no book): min
 lint:
 	pre-commit run --all-files
 
+# TEACHER=path-or-URL[#sha256=...] distils every student from that teacher file (IGKD_TEACHER; the
+# paper's: huyvnphan's MobileNet-V2) instead of the profile's own; PRECISION=fp32|amp|bf16|auto
+# overrides the recipes' precision (IGKD_PRECISION; paper: fp32). The banner names both.
 # RESULTS=archive.tar.gz (from `igkd runs export`) first merges that archive's runs into the run
 # cache, so the notebooks reuse them, and tags runs made before runs recorded their purpose; the
 # book's banner then names the archive.
-reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=)
+reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=, TEACHER=, PRECISION=)
 	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs import $(RESULTS))
 	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs migrate)
-	$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume) \
+	$(if $(TEACHER),IGKD_TEACHER=$(TEACHER)) $(if $(PRECISION),IGKD_PRECISION=$(PRECISION)) \
+		$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume) \
 		$(if $(RESULTS),--results $(RESULTS))
 
 book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or notebook error fails
@@ -37,6 +41,12 @@ book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or n
 
 book-check:  ## open every page of the built book in headless Chromium (apt-get install chromium)
 	$(PYTHON) -m igkd.book check
+
+# On a CUDA machine: the CUDA-only tests, the paper recipes for a few hundred steps, fp32 against
+# AMP, per-epoch times and the paper book's projected GPU hours (under 10 minutes). ARGS= passes
+# options (python -m igkd.gpu_check --help). Without CUDA it stops with one line (exit 2).
+gpu-check:  ## on a CUDA GPU: CUDA tests, a short paper-profile run, fp32 vs AMP, GPU-hour projection
+	$(PYTHON) -m igkd.gpu_check $(ARGS)
 
 clean:
 	rm -rf book/_build book/executed book/summary.md out.ipynb .pytest_cache

@@ -37,6 +37,7 @@ SLOW = (
     "tests/test_sweep.py::test_runs_on_a_scheduler_and_two_worker_processes",
     "tests/test_train.py::test_killed_training_resumes_to_the_same_result",
     "tests/test_runs.py::test_sigkill_and_resume_gives_the_uninterrupted_result",
+    "tests/test_paper_recipe.py",
 )
 
 

@@ -67,9 +67,12 @@ def machine() -> dict[str, object]:
 def describe(info: dict) -> str:
     """One line: profile, data and machine of a build (for the banner and the chapter notes)."""
     m, env = info["machine"], info["environment"]
+    # Builds recorded before these were: nothing said, rather than a guess.
+    precision = f" · precision: {env['precision']}" if env.get("precision") else ""
+    teacher = f" · teacher: {env['teacher']}" if env.get("teacher") else ""
     text = (
-        f"profile {info['profile']} · data: {info['data']} · machine: {_machine_text(m)}, "
-        f"{env['threads']} torch threads · "
+        f"profile {info['profile']} · data: {info['data']}{precision}{teacher} · "
+        f"machine: {_machine_text(m)}, {env['threads']} torch threads · "
         f"igkd {env['igkd']} (git {env['git']}), torch {env['torch']}, Python {env['python']}"
     )
     if results := info.get("results"):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from igkd import losses, models, profiles, train
+from igkd import attribution, losses, models, profiles, teachers, train
 from igkd.errors import ConfigError
 
 # What a student run can be for (`purpose`): the experiments of notebooks 04, 05, 06, 09 and 11, and
@@ -55,6 +55,10 @@ class StudentConfig:
     `split_seed`, None meaning `seed`. `teacher_outputs` "cached" precomputes the teacher's logits
     once (unaugmented); `overlay_order` "published" leaves the IG map uncropped as the published
     code did; `at_form` "zagoruyko" is Zagoruyko and Komodakis' attention transfer.
+    The teacher: `teacher_checkpoint` a state_dict file (path or URL, `#sha256=` pin optional; see
+    `igkd.teachers`), None meaning $IGKD_TEACHER or else the profile's own teacher run (stored
+    resolved). The IG maps of the overlay: `ig_n_steps` quadrature points (None: the profile's) from
+    `ig_baseline` (`attribution.BASELINES`).
     """
 
     compression: str = "4.1"
@@ -72,6 +76,9 @@ class StudentConfig:
     train_fraction: float = 1.0
     val_fraction: float = 0.0
     split_seed: int | None = None
+    teacher_checkpoint: str | None = None
+    ig_n_steps: int | None = None
+    ig_baseline: str = "normalized-zero"
 
     def __post_init__(self) -> None:
         if not _is_int(self.seed):
@@ -92,6 +99,15 @@ class StudentConfig:
             raise ConfigError(f"teacher_outputs={self.teacher_outputs!r}; use 'online' or 'cached'")
         if self.overlay_order not in ("aligned", "published"):
             raise ConfigError(f"overlay_order={self.overlay_order!r}; use 'aligned' or 'published'")
+        if self.ig_n_steps is not None and (not _is_int(self.ig_n_steps) or self.ig_n_steps < 1):
+            raise ConfigError(
+                f"ig_n_steps={self.ig_n_steps!r}; use a positive integer or None (the profile's)"
+            )
+        if self.ig_baseline not in attribution.BASELINES:
+            raise ConfigError(
+                f"ig_baseline={self.ig_baseline!r}; use one of {', '.join(attribution.BASELINES)}"
+            )
+        object.__setattr__(self, "teacher_checkpoint", teachers.given(self.teacher_checkpoint))
         # Stored resolved: the label, the profile's name (raises for unknown ones).
         object.__setattr__(self, "compression", models.compression_row(self.compression).label)
         object.__setattr__(self, "profile", profiles.get(self.profile).name)
@@ -195,6 +211,10 @@ class StudentConfig:
             "teacher_outputs": self.teacher_outputs if m.needs_teacher else None,
             "overlay_order": self.overlay_order if m.overlay_prob > 0 else None,
             **self.splits,
+            # Outside the cache key (the teacher run and IG store names carry them), shown in tables.
+            **({"teacher_checkpoint": self.teacher_checkpoint} if self.teacher_checkpoint else {}),
+            **({"ig_n_steps": self.ig_n_steps} if self.ig_n_steps is not None else {}),
+            **({"ig_baseline": self.ig_baseline} if self.ig_baseline != "normalized-zero" else {}),
         }
 
     def cache_config(

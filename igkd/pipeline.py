@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from igkd import data, models, paper, profiles, runs, train
+from igkd import data, models, paper, profiles, runs, teachers, train
 from igkd.config import StudentConfig
 from igkd.errors import CheckpointError
 from igkd.ig_store import (
@@ -45,13 +45,19 @@ def teacher_run(
     recipe: dict | None = None,
     data_root: str | Path | None = None,
     progress: bool = True,
+    *,
+    teacher_checkpoint: str | Path | None = None,
 ) -> runs.Run:
     """The finished teacher run of the profile (trained now if the cache lacks it).
 
     `recipe` overrides fields of the profile's teacher recipe. The run holds model.pt, history.csv
     and metrics.json (final and best test accuracy, per-class accuracy, time, data, environment).
+    With `teacher_checkpoint` (or $IGKD_TEACHER; see `igkd.teachers`) it is instead the run of that
+    file, scored on the profile's test set; nothing is trained and `seed` and `recipe` are unused.
     """
     prof = profiles.get(profile)
+    if (spec := teachers.given(teacher_checkpoint)) is not None:
+        return teachers.run_of(spec, datasets(prof, data_root)[1], prof.name)
     r = train.Recipe(**{**prof.teacher_recipe, **(recipe or {})})
     train_ds, test_ds = datasets(prof, data_root)
     config = _teacher_config(r, seed, train_ds, test_ds)
@@ -82,10 +88,19 @@ def _teacher_config(r: train.Recipe, seed: int, train_ds: data.Dataset, test_ds:
     }
 
 
-def planned_teacher(profile: str | None = None, seed: int = 0, data_root=None) -> runs.Run:
-    """The profile's teacher run as the cache names it, finished or not; nothing is trained."""
+def planned_teacher(
+    profile: str | None = None,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    *,
+    teacher_checkpoint: str | Path | None = None,
+) -> runs.Run:
+    """The teacher run of `teacher_run`'s arguments as the cache names it, finished or not;
+    nothing is trained."""
     prof = profiles.get(profile)
     train_ds, test_ds = datasets(prof, data_root)
+    if (spec := teachers.given(teacher_checkpoint)) is not None:
+        return teachers.planned(spec, test_ds)
     return runs.Run.for_config(
         "teacher", _teacher_config(train.Recipe(**prof.teacher_recipe), seed, train_ds, test_ds)
     )
@@ -97,20 +112,25 @@ load_model = models.load_model
 
 def teacher_model(
     profile: str | None = None,
-    checkpoint: str | Path | None = None,
+    teacher_checkpoint: str | Path | None = None,
     seed: int = 0,
     data_root: str | Path | None = None,
     progress: bool = True,
-) -> tuple[nn.Module, str, runs.Run | None]:
-    """(teacher model, where it came from, its run or None): the state_dict `checkpoint` (path or
-    http(s) URL, huyvnphan layout) when given, else the profile's teacher run of `seed`, trained if
-    the cache lacks it. The one place chapters 01, 07 and 08 make this choice."""
-    if checkpoint is not None:
-        return models.load_teacher(checkpoint), f"checkpoint {checkpoint}", None
+) -> tuple[nn.Module, str, runs.Run]:
+    """(teacher model, where it came from, its run): the run of the state_dict file
+    `teacher_checkpoint` (path or http(s) URL, huyvnphan layout; or $IGKD_TEACHER) when given, else
+    the profile's teacher run of `seed`, trained if the cache lacks it. The one place chapters 01,
+    07 and 08 make this choice."""
     prof = profiles.get(profile)
-    run = teacher_run(prof.name, seed, data_root=data_root, progress=progress)
-    acc = run.metrics["final_test_accuracy"]
-    where = f"{prof.name} teacher run {run.path.name} ({acc:.4g} % on {run.metrics['data']})"
+    run = teacher_run(
+        prof.name, seed, data_root=data_root, progress=progress,
+        teacher_checkpoint=teacher_checkpoint,
+    )  # fmt: skip
+    acc, on = run.metrics["final_test_accuracy"], run.metrics["data"]
+    if "checkpoint" in run.metrics:
+        where = f"checkpoint {run.metrics['checkpoint']} ({acc:.4g} % on {on})"
+    else:
+        where = f"{prof.name} teacher run {run.path.name} ({acc:.4g} % on {on})"
     return load_model(run), where, run
 
 
@@ -119,6 +139,7 @@ def ig_run(
     seed: int = 0,
     *,
     teacher: runs.Run | None = None,
+    teacher_checkpoint: str | Path | None = None,
     n_steps: int | None = None,
     method: str = "gausslegendre",
     baseline: str = "normalized-zero",
@@ -129,14 +150,17 @@ def ig_run(
 ) -> runs.Run:
     """The finished IG-map store for the profile's training set (computed now if missing).
 
-    The maps are the IG of `teacher` (default: the profile's teacher run of `seed`, trained if
-    missing) on the profile's training images in dataset order; `n_steps` None takes the
-    profile's `ig_n_steps`. Read them with `load_ig_maps(run, train_data, teacher_run)` or
-    `ig_maps(...)`.
+    The maps are the IG of `teacher` (default: `teacher_run(profile, seed, teacher_checkpoint=)`,
+    the given file's run or the profile's own, trained if missing) on the profile's training
+    images in dataset order; `n_steps` None takes the profile's `ig_n_steps`. Read them with
+    `load_ig_maps(run, train_data, teacher_run)` or `ig_maps(...)`.
     """
     prof = profiles.get(profile)
     if teacher is None:
-        teacher = teacher_run(prof.name, seed, data_root=data_root, progress=progress)
+        teacher = teacher_run(
+            prof.name, seed, data_root=data_root, progress=progress,
+            teacher_checkpoint=teacher_checkpoint,
+        )  # fmt: skip
     train_ds, _ = datasets(prof, data_root)
     return precompute_ig(
         teacher,
@@ -157,6 +181,7 @@ def planned_ig(
     seed: int = 0,
     *,
     teacher: runs.Run | None = None,
+    teacher_checkpoint: str | Path | None = None,
     n_steps: int | None = None,
     method: str = "gausslegendre",
     baseline: str = "normalized-zero",
@@ -166,7 +191,9 @@ def planned_ig(
 ) -> runs.Run:
     """`ig_run`'s store as the cache names it, finished or not; nothing is trained or computed."""
     prof = profiles.get(profile)
-    teacher = teacher or planned_teacher(prof.name, seed, data_root)
+    teacher = teacher or planned_teacher(
+        prof.name, seed, data_root, teacher_checkpoint=teacher_checkpoint
+    )
     train_ds, _ = datasets(prof, data_root)
     steps = n_steps if n_steps is not None else prof.ig_n_steps
     config = ig_config(teacher.path.name, train_ds, steps, method, baseline, precision, fold_bn)
@@ -187,18 +214,14 @@ def ig_maps_for_figures(
     float16; or, when that store is not here but a sample of it is (a lean results archive
     carries one) and `sample_ok`, the sample's run (kind `ig_sample`) and the maps of the first
     `ig_store.SAMPLE_SIZE` training images, with nothing trained or computed. `settings` are
-    `ig_run`'s (n_steps, method, baseline, precision, fold_bn)."""
+    `ig_run`'s (teacher_checkpoint, n_steps, method, baseline, precision, fold_bn)."""
     prof = profiles.get(profile)
     train_ds, _ = datasets(prof, data_root)
     store = planned_ig(prof.name, seed, teacher=teacher, data_root=data_root, **settings)
     sample = planned_sample(store)
     if not store.done and sample_ok and sample.done:
         return sample, load_ig_maps(sample, train_ds, store.config["teacher_run"])
-    teacher = teacher or teacher_run(prof.name, seed, data_root=data_root, progress=progress)
-    store = ig_run(
-        prof.name, seed, teacher=teacher, data_root=data_root, progress=progress, **settings
-    )
-    return store, load_ig_maps(store, train_ds, teacher)
+    return _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)
 
 
 def ig_maps(
@@ -211,18 +234,26 @@ def ig_maps(
 ) -> np.ndarray:
     """The IG maps (N, 32, 32) float16 of the profile's training set, read-only memory-mapped.
 
-    `settings` are `ig_run`'s keyword arguments (teacher, n_steps, method, baseline, precision,
-    fold_bn).
+    `settings` are `ig_run`'s keyword arguments (teacher, teacher_checkpoint, n_steps, method,
+    baseline, precision, fold_bn).
     """
     prof = profiles.get(profile)
-    teacher = settings.pop("teacher", None) or teacher_run(
-        prof.name, seed, data_root=data_root, progress=progress
-    )
+    train_ds, _ = datasets(prof, data_root)
+    teacher = settings.pop("teacher", None)
+    return _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)[1]
+
+
+def _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings):
+    if teacher is None:
+        teacher = teacher_run(
+            prof.name, seed, data_root=data_root, progress=progress,
+            teacher_checkpoint=settings.pop("teacher_checkpoint", None),
+        )  # fmt: skip
+    settings.pop("teacher_checkpoint", None)  # the teacher run given already names its file
     store = ig_run(
         prof.name, seed, teacher=teacher, data_root=data_root, progress=progress, **settings
     )
-    train_ds, _ = datasets(prof, data_root)
-    return load_ig_maps(store, train_ds, teacher)
+    return store, load_ig_maps(store, train_ds, teacher)
 
 
 def student_run(
@@ -253,10 +284,12 @@ def student_run(
     # The teacher and the IG store are named (their cache paths) before they are obtained, so a
     # finished student (e.g. imported from an archive without the IG store) is read back without
     # training its teacher or computing its maps.
-    t_run = planned_teacher(prof.name, data_root=data_root) if uses_teacher else None
+    given = {"teacher_checkpoint": c.teacher_checkpoint}
+    ig = {"n_steps": c.ig_n_steps, "baseline": c.ig_baseline}
+    t_run = planned_teacher(prof.name, data_root=data_root, **given) if uses_teacher else None
     i_run = None
     if m.overlay_prob > 0:
-        i_run = planned_ig(prof.name, teacher=t_run, data_root=data_root)
+        i_run = planned_ig(prof.name, teacher=t_run, data_root=data_root, **ig)
     config = c.cache_config(
         teacher_run=t_run.path.name if t_run is not None else None,
         ig_run=i_run.path.name if i_run is not None else None,
@@ -271,9 +304,9 @@ def student_run(
         nonlocal t_run, i_run
         planned = (t_run, i_run)
         if uses_teacher:  # obtained only now: trained or computed if the cache lacks them
-            t_run = teacher_run(prof.name, data_root=data_root, progress=progress)
+            t_run = teacher_run(prof.name, data_root=data_root, progress=progress, **given)
         if i_run is not None:
-            i_run = ig_run(prof.name, teacher=t_run, data_root=data_root, progress=progress)
+            i_run = ig_run(prof.name, teacher=t_run, data_root=data_root, progress=progress, **ig)
         for want, got in zip(planned, (t_run, i_run), strict=True):
             if want is not None and want.path != got.path:  # a bug, not a user error
                 raise RuntimeError(f"planned {want.path} but obtained {got.path}")

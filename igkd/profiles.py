@@ -32,7 +32,9 @@ class Profile:
     # sweep_runs (seeds per method and compression), tuning_trials (Optuna trials); the ci profile
     # also narrows the sweep (sweep_compressions, sweep_methods; absent = the paper's grid), and
     # experiment_epochs / tuning_epochs (absent = the student recipe's) shorten the runs of 04-06 / 09
-    # and experiment_data_share (absent = 1) trains them on that share of the training set.
+    # and experiment_data_share (absent = 1) trains them on that share of the training set;
+    # hp_grid_kd / hp_grid_overlay / hp_grid_at are the values per axis of igkd.hp_grids' grids
+    # (an int, or {axis: int}; absent = the paper's full grid).
     experiments: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,9 @@ EXPERIMENT_KEYS = (
     "experiment_data_share",
     "tuning_trials",
     "tuning_epochs",
+    "hp_grid_kd",
+    "hp_grid_overlay",
+    "hp_grid_at",
     "regimes",
     "regime_runs",
     "regime_methods",
@@ -94,6 +99,10 @@ EXPERIMENT_KEYS = (
     "own_train_images",
     "own_epochs",
     "own_ig_steps",
+    "explainer_images",
+    "explainer_steps",
+    "attention_methods",
+    "attention_images",
     *(
         f"robustness_{k}"
         for k in (
@@ -167,6 +176,11 @@ PROFILES: dict[str, Profile] = {
             sweep_compressions=["4.1", "140"],
             sweep_methods=["student", "KD_IG"],
             tuning_trials=3,
+            # The paper's grids (igkd.hp_grids), values per axis: alpha 0.01 and 0.25 at T 2.5, p 0.1,
+            # gamma 0.8 -- four runs, enough to exercise picking the best on validation and on test.
+            hp_grid_kd={"alpha": 2, "temperature": 1},
+            hp_grid_overlay=1,
+            hp_grid_at=1,
             # The regime study (notebook 11) on the same tiny set: the 4.1x one reuses the
             # ablation's runs, the 140x one the sweep's; only the code paths are under test.
             regimes=(Regime("4.1x-1ep", "4.1", 1.0, 1), Regime("140x-1ep", "140", 1.0, 1)),
@@ -185,6 +199,14 @@ PROFILES: dict[str, Profile] = {
             # Chapter 12 (your own models): the ci set, 1 epoch, 1 IG step: the code paths only.
             own_epochs=1,
             own_ig_steps=1,
+            # Chapter 02's attribution methods on 2 images at 4 steps / 4 noisy copies (the paper:
+            # 50; ~7 s per image for all five at 50 on one thread of the 2-core AVX2 CPU), and
+            # chapter 13's attention maps with one AT student (each ci run costs ~20 s) on 200
+            # test images (each model's pass over 500 took ~6 s there).
+            explainer_images=2,
+            explainer_steps=4,
+            attention_methods=["KD_IG_AT"],
+            attention_images=200,
         ),
     ),
     "quick": Profile(
@@ -244,6 +266,11 @@ PROFILES: dict[str, Profile] = {
             experiment_data_share=0.2,
             tuning_trials=4,
             tuning_epochs=1,
+            # The paper's grids coarsely (igkd.hp_grids.coarse, values per axis): alpha 0.0005,
+            # 0.01, 0.25 x T 2.5, 4 (6 of 45), p 0.05, 0.1, 0.75 and gamma 0.1, 0.8: 11 runs.
+            hp_grid_kd={"alpha": 3, "temperature": 2},
+            hp_grid_overlay=3,
+            hp_grid_at=2,
             # The regime study (notebook 11): today's 1 epoch on 20 %, more epochs on the same
             # 20 %, a small 5 % subset trained to convergence, and a much smaller student.
             regimes=(
@@ -284,12 +311,15 @@ PROFILES: dict[str, Profile] = {
             schedule="warmup_cosine",
             warmup=0.3,
             normalized=True,
+            precision="fp32",
         ),
         ig_n_steps=50,  # the paper's (Captum's default), on all 50,000 training images
         ig_batch_size=1000,
         ig_chunk_size=None,
         # The paper's student recipe (paper.md 5): Adam 1e-3, no schedule, batch 64, 100 epochs.
-        student_recipe=dict(epochs=100, batch_size=64, optimizer="adam", lr=1e-3),
+        # fp32, as the paper trained (on CUDA `auto` would mean fp16 AMP); IGKD_PRECISION=amp
+        # (or `make book PRECISION=amp`) is the named mixed-precision option.
+        student_recipe=dict(epochs=100, batch_size=64, optimizer="adam", lr=1e-3, precision="fp32"),
         # The paper's counts (paper.md 7.2-7.4, 6); its sweep's run count is unclear, 3 is ours.
         experiments=dict(ablation_runs=10, monte_carlo_runs=60, sweep_runs=3, tuning_trials=100),
     ),
@@ -308,9 +338,33 @@ def resolve(name: str | None = None) -> str:
     return name
 
 
+# $IGKD_PRECISION, when set, replaces the precision of every profile's teacher and student recipes
+# (so it is part of every run's cache key): fp32, amp (fp16 autocast with loss scaling on CUDA),
+# bf16 (autocast) or auto (amp on CUDA, bf16 on CPUs with native bf16, else fp32).
+PRECISION_ENV = "IGKD_PRECISION"
+PRECISIONS = {"fp32": "fp32", "amp": "fp16", "fp16": "fp16", "bf16": "bf16", "auto": "auto"}
+
+
+def precision_override() -> str | None:
+    """The recipe precision $IGKD_PRECISION asks for, or None when unset; ConfigError if unknown."""
+    name = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if not name:
+        return None
+    if name not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV}={name!r}; use one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
 def get(name: str | None = None) -> Profile:
-    """The settings of profile `name` (`ci`, `quick`, `paper` or `auto`; default $IGKD_PROFILE)."""
-    return PROFILES[resolve(name)]
+    """The settings of profile `name` (`ci`, `quick`, `paper` or `auto`; default $IGKD_PROFILE),
+    with $IGKD_PRECISION applied to its recipes."""
+    prof = PROFILES[resolve(name)]
+    if (precision := precision_override()) is not None:
+        prof = prof.replace(
+            teacher_recipe={**prof.teacher_recipe, "precision": precision},
+            student_recipe={**prof.student_recipe, "precision": precision},
+        )
+    return prof
 
 
 def environment(profile: str | None = None, seed: int | None = None) -> dict[str, object]:
@@ -324,11 +378,20 @@ def environment(profile: str | None = None, seed: int | None = None) -> dict[str
 
     import igkd
     from igkd.paths import git_revision
+    from igkd.teachers import given as given_teacher
+    from igkd.train import resolve_precision
 
     rev = git_revision()
     cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     return {
         "profile": resolve(profile),
+        # What the students' recipe trains in here (auto resolved for this machine).
+        "precision": resolve_precision(
+            get(profile).student_recipe.get("precision", "auto"), device
+        ),
+        # The teacher students distil from: a given file ($IGKD_TEACHER) or the profile's own run.
+        "teacher": given_teacher() or "the profile's own teacher run",
         "seed": seed,
         "device": torch.cuda.get_device_name(0)
         if cuda

@@ -190,17 +190,25 @@ def validate(configs: Sequence[dict | StudentConfig]) -> list[dict]:
     return out
 
 
-def _needs(config: dict) -> tuple[tuple[str, str | None], bool, bool]:
-    """((profile, data root), needs the teacher, needs the IG maps) of a validated config."""
+# What a config's teacher and IG maps are made from: (profile, data root, teacher checkpoint,
+# IG steps, IG baseline). Configs that share it share their prerequisites.
+Prerequisite = tuple[str, "str | None", "str | None", "int | None", str]
+
+
+def _needs(config: dict) -> tuple[Prerequisite, bool, bool]:
+    """(what its teacher and IG maps are made from, needs the teacher, needs the IG maps) of a
+    validated config."""
     c = _student_config(config)
     root = config.get("data_root")
-    return (c.profile, str(root) if root is not None else None), c.needs_teacher, c.needs_ig
+    key = (c.profile, str(root) if root is not None else None, c.teacher_checkpoint)
+    return (*key, c.ig_n_steps, c.ig_baseline), c.needs_teacher, c.needs_ig
 
 
-def prerequisites(configs: Sequence[dict]) -> dict[tuple[str, str | None], bool]:
-    """{(profile, data root): whether the IG maps are needed} for the unfinished configs that
-    need a teacher: what must exist before their students can start."""
-    out: dict[tuple[str, str | None], bool] = {}
+def prerequisites(configs: Sequence[dict]) -> dict[Prerequisite, bool]:
+    """{(profile, data root, teacher checkpoint, IG steps, IG baseline): whether the IG maps are
+    needed} for the unfinished configs that need a teacher: what must exist before their students
+    can start."""
+    out: dict[Prerequisite, bool] = {}
     for config in configs:
         key, teacher, ig = _needs(config)
         # A finished student (e.g. imported from an archive) needs nothing made first.
@@ -212,11 +220,24 @@ def prerequisites(configs: Sequence[dict]) -> dict[tuple[str, str | None], bool]
 # --- what the workers execute ----------------------------------------------------------------------
 
 
-def _prepare(profile: str, data_root: str | None, ig: bool) -> str:
-    """Worker task: get or make the profile's teacher (and IG maps); returns the teacher run dir."""
-    teacher = pipeline.teacher_run(profile, data_root=data_root, progress=False)
+def _prepare(
+    profile: str,
+    data_root: str | None,
+    teacher_checkpoint: str | None,
+    ig_n_steps: int | None,
+    ig_baseline: str,
+    ig: bool,
+) -> str:
+    """Worker task: get or make the teacher (and IG maps) of a prerequisite; returns the teacher
+    run dir."""
+    teacher = pipeline.teacher_run(
+        profile, data_root=data_root, progress=False, teacher_checkpoint=teacher_checkpoint
+    )
     if ig:
-        pipeline.ig_run(profile, teacher=teacher, data_root=data_root, progress=False)
+        pipeline.ig_run(
+            profile, teacher=teacher, n_steps=ig_n_steps, baseline=ig_baseline,
+            data_root=data_root, progress=False,
+        )  # fmt: skip
     return str(teacher.path)
 
 
@@ -231,7 +252,7 @@ def prepare(
 ) -> dict:
     """Submit one task per distinct teacher (and IG maps) that validated `configs` need, unless
     `prepared` (this function's earlier result, updated in place) has one. Returns
-    {(profile, data root): (future, makes the IG maps)}."""
+    {prerequisite (`prerequisites`' keys): (future, makes the IG maps)}."""
     prepared = {} if prepared is None else prepared
     for key, ig in prerequisites(configs).items():
         if key not in prepared or (ig and not prepared[key][1]):

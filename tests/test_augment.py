@@ -105,12 +105,25 @@ def test_seeded_generator_is_deterministic() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_device() -> None:
-    x = _images(16).cuda()
-    g = torch.Generator(device="cuda").manual_seed(0)
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ],
+)
+def test_images_and_maps_stay_on_their_device_and_aligned(device: str) -> None:
+    x = _images(16).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
     out, m = random_crop_flip(x, x[:, 0].float(), generator=g)
-    assert out.is_cuda and m.is_cuda and torch.equal(out[:, 0].float(), m)
+    assert out.device.type == device and m.device.type == device
+    assert torch.equal(out[:, 0].float(), m)  # the map got its image's crop and flip
 
 
 def test_bad_inputs_name_the_value() -> None:
