@@ -15,9 +15,9 @@ from igkd.errors import IgkdError
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from igkd import data, models, train
+    from igkd import checkpoints, data, train
 
-    model = models.load_student(args.checkpoint)
+    model = checkpoints.load_student(args.checkpoint)
     test = data.load_cifar10("test", args.data, download=False)
     result = train.evaluate(model, test, normalized=args.normalized)
     if args.json:
@@ -47,17 +47,17 @@ def _bench(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from igkd import data, models, onnx_export
+    from igkd import checkpoints, data, onnx_export
     from igkd.errors import ConfigError
 
     if args.calibration_images < 1:
         raise ConfigError(f"--calibration-images {args.calibration_images}; use a positive count")
     if args.run is not None:
-        model = models.load_model(args.run)
+        model = checkpoints.load_model(args.run)
         run_dir = Path(args.run).expanduser().resolve()
         name = f"{run_dir.parent.name}-{run_dir.name}"
     else:
-        model = models.load_model(args.checkpoint)
+        model = checkpoints.load_model(args.checkpoint)
         name = Path(args.checkpoint).stem
     calibration = None
     if args.int8:  # load the data first: a missing dataset should stop before the slow export

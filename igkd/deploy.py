@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from igkd import data, models, train
+from igkd import checkpoints, data, models, train
 from igkd.errors import CheckpointError, ConfigError
 from igkd.latency import _threads, latency
 from igkd.onnx_export import (
@@ -174,14 +174,14 @@ def student_for_deployment(
     if experiments.setting("deploy_published_first", prof.name, None, False):
         if row.label == "4.1":
             try:
-                path = models.published_path(prefer_method, download_ok=False)
-                return models.load_student(path), f"published {prefer_method} checkpoint"
+                path = checkpoints.published_path(prefer_method, download_ok=False)
+                return checkpoints.load_student(path), f"published {prefer_method} checkpoint"
             except CheckpointError:
                 pass
         run = pipeline.student_run(
             row.label, "student", profile=prof.name, data_root=data_root, progress=progress
         )
-        return models.load_model(run), f"run {run.path.name} (student, {prof.name})"
+        return checkpoints.load_model(run), f"run {run.path.name} (student, {prof.name})"
     found = [
         (run, metrics)
         for run, metrics in pipeline.finished_students(prof.name)
@@ -190,10 +190,12 @@ def student_for_deployment(
     if found:
         # find_runs lists oldest first: a stable sort leaves the newest of equals last
         run, metrics = sorted(found, key=lambda f: _rank(*f, prefer_method, prof.name))[-1]
-        return models.load_model(run), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
+        return checkpoints.load_model(
+            run
+        ), f"run {run.path.name} ({metrics.get('method')}, {prof.name})"
     if row.label != "4.1":
         raise CheckpointError(
             f"no finished {row.label}x student run of profile {prof.name}; train one with "
             "notebook 03 (the published checkpoints are 4.1x only)"
         )
-    return models.load_published(prefer_method), f"published {prefer_method} checkpoint"
+    return checkpoints.load_published(prefer_method), f"published {prefer_method} checkpoint"

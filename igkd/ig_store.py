@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import igkd
-from igkd import models
+from igkd import checkpoints
 from igkd.attribution import (
     PRECISIONS,
     baseline_input,
@@ -45,7 +45,7 @@ def _teacher_model(teacher_run: Run) -> nn.Module:
         raise CheckpointError(
             f"teacher run {teacher_run.path} has not finished; get it with pipeline.teacher_run()"
         )
-    return models.load_model(teacher_run)
+    return checkpoints.load_model(teacher_run)
 
 
 def _open_partial(path: Path, shape: tuple[int, ...], dtype: type, resume: bool) -> np.memmap:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from igkd import data, models, paper, profiles, runs, teachers, train
+from igkd import checkpoints, data, models, paper, profiles, runs, teachers, train
 from igkd.config import StudentConfig
 from igkd.errors import CheckpointError
 from igkd.ig_store import (
@@ -107,7 +107,7 @@ def planned_teacher(
 
 
 # The one model loader (runs, checkpoint files, published names), here too for the notebooks' sake.
-load_model = models.load_model
+load_model = checkpoints.load_model
 
 
 def teacher_model(

@@ -379,7 +379,7 @@ def environment(profile: str | None = None, seed: int | None = None) -> dict[str
     import igkd
     from igkd.paths import git_revision
     from igkd.teachers import given as given_teacher
-    from igkd.train import resolve_precision
+    from igkd.precision import resolve_precision
 
     rev = git_revision()
     cuda = torch.cuda.is_available()

@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from igkd import data, models, paths, profiles, runs, train
+from igkd import checkpoints, data, paths, profiles, runs, train
 from igkd.errors import CheckpointError, ConfigError
 
 ENV = "IGKD_TEACHER"
@@ -57,7 +57,7 @@ def local_file(spec: str | Path) -> tuple[Path, str]:
     src, want = parse(spec)
     if re.match(r"https?://", src):
         dest = paths.data_dir() / "checkpoints" / "teacher" / src.rsplit("/", 1)[-1]
-        path = dest if dest.is_file() else models.download(src, dest, want)
+        path = dest if dest.is_file() else checkpoints.download(src, dest, want)
     else:
         path = Path(src).expanduser()
         if not path.is_file():
@@ -65,7 +65,7 @@ def local_file(spec: str | Path) -> tuple[Path, str]:
                 f"teacher_checkpoint {src!r} is not a file; pass the path of a state_dict (.pt) "
                 f"or an http(s) URL, or unset it (and ${ENV}) to use the profile's teacher run"
             )
-    got = models.sha256_of(path)
+    got = checkpoints.sha256_of(path)
     if want is not None and got != want:
         raise CheckpointError(f"{path} has SHA-256 {got}, expected {want}; not used")
     return path.resolve(), got
@@ -90,7 +90,7 @@ def planned(spec: str | Path, test_ds: data.Dataset) -> runs.Run:
     path, sha = local_file(spec)
     run = runs.Run.for_config("teacher", config(sha, test_ds))
     if not run.done:
-        models.load_teacher(path)
+        checkpoints.load_teacher(path)
     return run
 
 
@@ -101,7 +101,9 @@ def run_of(spec: str | Path, test_ds: data.Dataset, profile: str | None = None) 
     path, sha = local_file(spec)
 
     def compute(run: runs.Run) -> dict:
-        model = models.load_teacher(path)  # raises for a file of another architecture or layout
+        model = checkpoints.load_teacher(
+            path
+        )  # raises for a file of another architecture or layout
         ev = train.evaluate(model, test_ds, normalized=True)
         run.save_torch("model.pt", model.state_dict())
         return {

@@ -1,8 +1,7 @@
-"""Training and evaluation of teachers and students on in-memory uint8 datasets."""
+"""Training of teachers and students on in-memory uint8 datasets (inference: igkd.evaluation)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -16,81 +15,18 @@ from tqdm.auto import tqdm
 from igkd.augment import augment_batch, random_crop_flip
 from igkd.data import Dataset, normalize, to_float
 from igkd.errors import ConfigError
+
+# Split off; re-exported, since callers and notebooks know them as igkd.train.<name>.
+from igkd.evaluation import CPU_PREDICT_BATCH, Evaluation, default_device, evaluate, predict  # noqa: F401
 from igkd.losses import Method, attention_map
 from igkd.models import input_space, tapped
+from igkd.precision import (  # noqa: F401
+    _autocast,
+    cpu_bf16_exceptions,
+    out_of_place_activations,
+    resolve_precision,
+)
 from igkd.runs import Run
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# On a CPU, inference in batches of 32 keeps a MobileNet-V2's activations in cache: 1,000 images
-# took 1.4 s at 32 against 6.6 s at 500 (one thread, 2-core AVX512 machine; the teacher 1.9 vs 3.9 s).
-CPU_PREDICT_BATCH = 32
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    normalized: bool | None = None,
-    batch_size: int = 500,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Logits (N, 10) float32 on the CPU for uint8 images (N, 3, 32, 32).
-
-    `normalized` picks the input space; None uses `model.normalized_inputs` (True for the teacher,
-    False for the paper's students, which were trained on [0, 1] pixels). On a CPU at most
-    CPU_PREDICT_BATCH images go through at once, whatever `batch_size` asks (it does not change the
-    logits beyond rounding).
-    """
-    if normalized is None:
-        normalized = input_space(model)
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cpu":
-        batch_size = min(batch_size, CPU_PREDICT_BATCH)
-    model = model.to(device, memory_format=torch.channels_last).eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size].to(device), normalized)
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 10)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Top-1 accuracy (%) overall and per class, and the confusion matrix (rows: true class)."""
-
-    accuracy: float
-    per_class: dict[str, float]
-    confusion: np.ndarray
-    n: int
-
-    def as_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "per_class": self.per_class, "n": self.n}
-
-
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    normalized: bool | None = None,
-    batch_size: int = 500,
-    device: torch.device | str | None = None,
-) -> Evaluation:
-    """Top-1 accuracy of `model` on `data`; see `predict` for `normalized`."""
-    from sklearn.metrics import confusion_matrix
-
-    pred = predict(model, data.images, normalized, batch_size, device).argmax(1).numpy()
-    true = data.labels.numpy()
-    cm = confusion_matrix(true, pred, labels=range(len(data.classes)))
-    support = cm.sum(1)
-    per_class = {
-        c: float(100 * cm[i, i] / support[i]) if support[i] else float("nan")
-        for i, c in enumerate(data.classes)
-    }
-    return Evaluation(float(100 * (pred == true).mean()), per_class, cm, len(true))
-
 
 # --- training --------------------------------------------------------------------------------------
 
@@ -125,80 +61,6 @@ class Recipe:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"recipe {name}={getattr(self, name)!r} is not allowed")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-class _Fp32Conv2d(nn.Conv2d):
-    """A Conv2d that steps out of CPU bf16 autocast (same parameters, same state_dict keys)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
-
-
-def _slow_in_bf16(m: nn.Module) -> bool:
-    # oneDNN's bf16 backward of strided depthwise convs is 3-20x slower than its fp32 one on
-    # AVX512-BF16 CPUs, and the 3-channel stem gains nothing from bf16 (benchmarks/train_throughput.py).
-    if type(m) is not nn.Conv2d:
-        return False
-    return m.in_channels <= 3 or (m.groups > 1 and max(m.stride) > 1)
-
-
-@contextlib.contextmanager
-def cpu_bf16_exceptions(model: nn.Module, precision: str, device: torch.device):
-    """While active, run the convs that bf16 makes slower in fp32 (CPU bf16 autocast only).
-
-    Swaps their class in place and restores it on exit, so weights and checkpoints are untouched.
-    """
-    swapped = []
-    if precision == "bf16" and device.type == "cpu":
-        swapped = [m for m in model.modules() if _slow_in_bf16(m)]
-    for m in swapped:
-        m.__class__ = _Fp32Conv2d
-    try:
-        yield model
-    finally:
-        for m in swapped:
-            m.__class__ = nn.Conv2d
-
-
-# In-place activations whose backward needs their input clone that input first under autograd
-# (torch 2.14: hardtanh_, hardswish_, silu_; relu_ does not): one extra copy of every activation.
-_CLONING_INPLACE = (nn.Hardtanh, nn.Hardswish, nn.SiLU)  # nn.ReLU6 is a Hardtanh
-
-
-@contextlib.contextmanager
-def out_of_place_activations(model: nn.Module):
-    """While active, run the model's in-place ReLU6/Hardtanh/Hardswish/SiLU out of place.
-
-    The same values and gradients bit for bit, without the copy autograd makes of each in-place
-    activation's input: about 1.1x on the 4.1x student's train step and on the teacher's IG (one
-    thread, 2-core Xeon); the "allocator/memory" line of the benchmarks' profiles fell from 9-11 %
-    to 6 % of a train step and from 8 % to 1-2 % of an IG chunk. Flags are restored on exit.
-    """
-    flipped = [m for m in model.modules() if isinstance(m, _CLONING_INPLACE) and m.inplace]
-    for m in flipped:
-        m.inplace = False
-    try:
-        yield model
-    finally:
-        for m in flipped:
-            m.inplace = True
 
 
 def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from igkd import checkpoints, models, paths, pipeline, profiles, robustness
 from igkd import corruptions as cifar_c
-from igkd import models, paths, pipeline, profiles, robustness
 from igkd.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -203,7 +203,7 @@ class Candidate:
 def method_of_file(path: Path) -> str:
     """The method a checkpoint file's name states: a published file's (`PUBLISHED`), else the
     `CIFAR10_<METHOD>_T<T>_...` part of the authors' naming, else the file's stem."""
-    for entry in models.PUBLISHED.values():
+    for entry in checkpoints.PUBLISHED.values():
         if entry.filename == path.name:
             return entry.method
     m = re.match(r"CIFAR10_([A-Za-z_]+?)_T\d", path.name)
@@ -223,7 +223,7 @@ def _ignored(path: Path) -> bool:
 def from_folder(folder: str | Path) -> tuple[list[Candidate], list[str]]:
     """The students in `folder` (not recursive) and one line for each file skipped.
 
-    Files ending in .pt, .pth or .ckpt are read with `models.load_student` (plain state_dicts in
+    Files ending in .pt, .pth or .ckpt are read with `checkpoints.load_student` (plain state_dicts in
     either of the authors' key layouts, weights only, never pickled code); one that is unreadable
     or not a student of the paper is skipped with one line saying why, as is any other file
     (README, SHA256SUMS, markdown and hidden files are passed over silently). A file whose weights
@@ -237,7 +237,7 @@ def from_folder(folder: str | Path) -> tuple[list[Candidate], list[str]]:
             lines.append(f"skipped {path}: not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
             continue
         try:
-            net = models.load_student(path)
+            net = checkpoints.load_student(path)
         except CheckpointError as e:
             lines.append(f"skipped {path}: {_short(str(e), path)}")
             continue
