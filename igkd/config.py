@@ -20,9 +20,10 @@ from typing import Any
 from igkd import attribution, losses, models, profiles, teachers, train
 from igkd.errors import ConfigError
 
-# What a student run can be for (`purpose`): the experiments of notebooks 04, 05, 06, 09 and 11, and
+# What a student run can be for (`purpose`): the experiments of notebooks 04 (and its fix ablation),
+# 05, 06, 09 and 11, and
 # a single run (notebook 03 or a script). The summary page counts runs by these tags.
-EXPERIMENTS = ("ablation", "monte-carlo", "sweep", "tuning", "regime", "single")
+EXPERIMENTS = ("ablation", "fix-ablation", "monte-carlo", "sweep", "tuning", "regime", "single")
 
 
 def purpose(experiment: str, profile: str | None = None, **params: Any) -> dict[str, Any]:

@@ -168,6 +168,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
             row["ours"] = f"{latency[model]:.4g}"
         rows.append(row)
     rows += _robustness_rows(found.profile)
+    rows += _fix_rows(found.profile)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(
         profile=found.profile,
@@ -208,6 +209,36 @@ def _robustness_rows(profile: str) -> list[dict]:
             f"{r['diff']:+.2f} ({ci}{r['test']}; clean {r['clean_diff']:+.2f}; "
             f"{r['images']:,} images, {r['corruptions']} corruptions)"
         )
+        rows.append(row)
+    return rows
+
+
+FIX_SECTION = "Fixes of the published code, igkd's default - the published behaviour (pp)"
+
+
+def _fix_rows(profile: str) -> list[dict]:
+    """One row per fix of the published code from notebook 04's fix ablation (`fixes.records`):
+    the seed-paired difference with its 95 % CI and Holm's p; one "not run" row without records.
+    The paper measures none of them (it used the published code)."""
+    found = load_results("fixes", profile)
+    if not found:
+        return [_row(FIX_SECTION, "each fix (notebook 04)", "not measured", [])]
+    rows = []
+    for r in found:
+        diff = r.get("difference (pp)")
+        row = _row(FIX_SECTION, f"{r['fix']}: {r['method']}", "not measured", [])
+        row["runs"] = r["seeds"]
+        if diff is None:
+            text = "no difference measured"
+        else:
+            ci = (
+                f"95 % CI {r['CI low']:+.2f} to {r['CI high']:+.2f}, paired t p {r['p']:.3g}, "
+                f"Holm {r['Holm p']:.3g}; "
+                if r.get("p") is not None
+                else "no test (fewer than 2 seeds or no scatter); "
+            )
+            text = f"{diff:+.2f} ({ci}{r['other']})"
+        row["ours"] = text
         rows.append(row)
     return rows
 
@@ -312,7 +343,8 @@ def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
     if table.attrs.get("other_students"):
         parts += [
             f"{table.attrs['other_students']} student run(s) of this profile made for other "
-            "experiments (a single run, tuning, the regime study) are not counted here.",
+            "experiments (a single run, tuning, the regime study, the fix ablation's other arms) are "
+            "not counted here.",
             "",
         ]
     if table.attrs.get("untagged"):

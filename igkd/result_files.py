@@ -1,5 +1,5 @@
 """Measurements that are not runs of the cache, recorded for the summary page: ImageNet scores,
-latencies and robustness comparisons.
+latencies, robustness comparisons and the fix ablation's paired differences.
 
 A notebook that measures one of these turns its result into records (`latency_records`,
 `imagenet_records`, `robustness_eval.records`) and saves them with `save_results` to
@@ -22,7 +22,12 @@ from igkd import paths, profiles
 from igkd.errors import ConfigError
 from igkd.profile_runs import collect, students_of
 
-RESULT_NAMES = ("imagenet", "latency", "robustness")  # measurements that are not runs of the cache
+RESULT_NAMES = (
+    "imagenet",
+    "latency",
+    "robustness",
+    "fixes",
+)  # measurements that are not runs of the cache
 
 
 def results_file(name: str, profile: str | None = None) -> Path:
@@ -42,7 +47,9 @@ def save_results(name: str, records: list[dict], profile: str | None = None) -> 
     "median_ms": milliseconds per batch}.
     `robustness`: `robustness_eval.records` (notebook 10), one {"kind": "model", ...} per model and
     one {"kind": "difference", "group", "test", "diff", "ci_low", "ci_high", "clean_diff", ...} per
-    comparison of the IG overlay family with the others. The environment is stored with the records.
+    comparison of the IG overlay family with the others.
+    `fixes`: `fixes.records` (notebook 04's fix ablation), one per fix of the published code.
+    The environment is stored with the records.
     """
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ConfigError(f"records for {name!r} must be a list of dicts")
