@@ -22,7 +22,6 @@ def default_device() -> torch.device:
 CPU_PREDICT_BATCH = 32
 
 
-@torch.inference_mode()
 def predict(
     model: nn.Module,
     images: torch.Tensor,
@@ -42,11 +41,14 @@ def predict(
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_PREDICT_BATCH)
+    # Moved outside inference mode: weights converted inside it become inference tensors, and the
+    # model could no longer be differentiated afterwards (IG after an evaluation failed so).
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size].to(device), normalized)
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size].to(device), normalized)
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
 

@@ -1,9 +1,10 @@
 """Many student runs at once on Dask distributed, through the run cache (design.md "Scale").
 
-A sweep is a list of configs, each the keyword arguments of `pipeline.student_run`::
+A sweep is a list of `StudentConfig`s (or dicts of their fields), each one `pipeline.student_run`::
 
     from igkd import sweep
-    configs = [{"method": m, "seed": s} for m in ("student", "KD", "KD_IG") for s in range(3)]
+    from igkd.config import StudentConfig
+    configs = [StudentConfig(4.1, m, seed=s) for m in ("student", "KD", "KD_IG") for s in range(3)]
     results = sweep.run_many(configs)      # one metrics dict per config, in input order
     table = sweep.results_frame(results)   # method, compression, seed, accuracies, run path
 
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from igkd import pipeline
+from igkd import pipeline, runs
 
 # Where runs execute (a scheduler's workers or a local cluster): igkd.cluster; re-exported, and
 # looked up here at call time so that a test can replace `sweep.connect`.
@@ -52,31 +54,55 @@ _RUN_ONLY = ("data_root", "progress", "purpose")
 # --- configs ---------------------------------------------------------------------------------------
 
 
-def _student_config(config: dict) -> StudentConfig:
-    return StudentConfig.of({k: v for k, v in config.items() if k not in _RUN_ONLY})
+@dataclass(frozen=True)
+class Job:
+    """One student run a sweep submits: its StudentConfig (profile resolved where it was built, so
+    a worker whose IGKD_PROFILE or GPU differs runs what the caller meant) and the run-only
+    options of `pipeline.student_run`."""
+
+    config: StudentConfig
+    data_root: str | None = None
+    purpose: dict | None = field(default=None, compare=False)
+    progress: bool = False
+
+    def run(self) -> runs.Run:
+        return pipeline.student_run(
+            self.config, data_root=self.data_root, progress=self.progress, purpose=self.purpose
+        )
+
+    def planned(self) -> runs.Run:
+        return pipeline.planned_student(self.config, data_root=self.data_root)
+
+    def as_dict(self) -> dict:
+        """The job as `student_run` keyword arguments (what result entries show as `config`)."""
+        root = {"data_root": self.data_root} if self.data_root is not None else {}
+        return {**self.config.kwargs(), **root, "progress": self.progress}
 
 
-def validate(configs: Sequence[dict | StudentConfig]) -> list[dict]:
-    """Check every config (a `StudentConfig`, or a dict of its fields plus `data_root` and
-    `progress`) without data or training, and return dicts of `pipeline.student_run` keyword
-    arguments whose `profile` is resolved here, so that workers whose IGKD_PROFILE (or GPU)
-    differs still run what the caller meant. A ConfigError names the config (by index) and the
-    bad value."""
+def _job(config: Job | StudentConfig | dict) -> Job:
+    if isinstance(config, Job):
+        return config
+    if isinstance(config, StudentConfig):
+        return Job(config)
+    if not isinstance(config, dict):
+        raise ConfigError(f"a {type(config).__name__}; use a StudentConfig or a dict")
+    c = StudentConfig.of({k: v for k, v in config.items() if k not in _RUN_ONLY})
+    root = config.get("data_root")
+    return Job(c, str(root) if root is not None else None, config.get("purpose"))
+
+
+def validate(configs: Sequence[Job | StudentConfig | dict]) -> list[Job]:
+    """Check every config (a `StudentConfig`, a dict of its fields plus `data_root` and `purpose`,
+    or a `Job`) without data or training, and return one `Job` each. A ConfigError names the
+    config (by index) and the bad value."""
     if isinstance(configs, dict) or not isinstance(configs, Sequence):
         raise ConfigError("configs must be a list of StudentConfigs or dicts of their fields")
     out = []
     for i, config in enumerate(configs):
-        if isinstance(config, StudentConfig):
-            config = config.kwargs()
-        if not isinstance(config, dict):
-            raise ConfigError(
-                f"configs[{i}] is a {type(config).__name__}; use a StudentConfig or a dict"
-            )
         try:
-            c = _student_config(config)
+            out.append(_job(config))
         except ConfigError as e:
             raise ConfigError(f"configs[{i}] {config}: {e}") from None
-        out.append({"progress": False, **config, "profile": c.profile})
     return out
 
 
@@ -85,24 +111,22 @@ def validate(configs: Sequence[dict | StudentConfig]) -> list[dict]:
 Prerequisite = tuple[str, "str | None", "str | None", "int | None", str]
 
 
-def _needs(config: dict) -> tuple[Prerequisite, bool, bool]:
-    """(what its teacher and IG maps are made from, needs the teacher, needs the IG maps) of a
-    validated config."""
-    c = _student_config(config)
-    root = config.get("data_root")
-    key = (c.profile, str(root) if root is not None else None, c.teacher_checkpoint)
-    return (*key, c.ig_n_steps, c.ig_baseline), c.needs_teacher, c.needs_ig
+def _needs(job: Job) -> tuple[Prerequisite, bool, bool]:
+    """(what its teacher and IG maps are made from, needs the teacher, needs the IG maps)."""
+    c = job.config
+    key = (c.profile, job.data_root, c.teacher_checkpoint, c.ig_n_steps, c.ig_baseline)
+    return key, c.needs_teacher, c.needs_ig
 
 
-def prerequisites(configs: Sequence[dict]) -> dict[Prerequisite, bool]:
+def prerequisites(jobs: Sequence[Job]) -> dict[Prerequisite, bool]:
     """{(profile, data root, teacher checkpoint, IG steps, IG baseline): whether the IG maps are
-    needed} for the unfinished configs that need a teacher: what must exist before their students
+    needed} for the unfinished jobs that need a teacher: what must exist before their students
     can start."""
     out: dict[Prerequisite, bool] = {}
-    for config in configs:
-        key, teacher, ig = _needs(config)
+    for job in jobs:
+        key, teacher, ig = _needs(job)
         # A finished student (e.g. imported from an archive) needs nothing made first.
-        if teacher and not pipeline.planned_student(**config).done:
+        if teacher and not job.planned().done:
             out[key] = out.get(key, False) or ig
     return out
 
@@ -131,20 +155,20 @@ def _prepare(
     return str(teacher.path)
 
 
-def _student(config: dict, _after: Any = None) -> dict:
-    """Worker task: the student run of `config`; `_after` (a prerequisite's result) only orders it."""
-    run = pipeline.student_run(**config)
+def _student(job: Job, _after: Any = None) -> dict:
+    """Worker task: the student run of `job`; `_after` (a prerequisite's result) only orders it."""
+    run = job.run()
     return {"run_path": str(run.path), "computed": run.computed, "metrics": run.metrics}
 
 
 def prepare(
-    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
+    client: Client, jobs: Sequence[Job], *, retries: int = 1, prepared: dict | None = None
 ) -> dict:
-    """Submit one task per distinct teacher (and IG maps) that validated `configs` need, unless
+    """Submit one task per distinct teacher (and IG maps) that validated `jobs` need, unless
     `prepared` (this function's earlier result, updated in place) has one. Returns
     {prerequisite (`prerequisites`' keys): (future, makes the IG maps)}."""
     prepared = {} if prepared is None else prepared
-    for key, ig in prerequisites(configs).items():
+    for key, ig in prerequisites(jobs).items():
         if key not in prepared or (ig and not prepared[key][1]):
             future = client.submit(_prepare, *key, ig, retries=retries, key=_key("prepare", key[0]))
             prepared[key] = (future, ig)
@@ -152,17 +176,17 @@ def prepare(
 
 
 def submit(
-    client: Client, configs: Sequence[dict], *, retries: int = 1, prepared: dict | None = None
+    client: Client, jobs: Sequence[Job], *, retries: int = 1, prepared: dict | None = None
 ) -> tuple[list[Future], dict]:
     """Submit validated configs: their prerequisites first (`prepare`), then the students, each
     starting once its teacher (and IG maps) exist. Returns (student futures in input order,
     the prerequisites as `prepare` returns them, for the next call)."""
-    prepared = prepare(client, configs, retries=retries, prepared=prepared)
+    prepared = prepare(client, jobs, retries=retries, prepared=prepared)
     futures = []
-    for config in configs:
-        key, teacher, _ = _needs(config)
+    for job in jobs:
+        key, teacher, _ = _needs(job)
         after = prepared[key][0] if teacher and key in prepared else None
-        futures.append(client.submit(_student, config, after, retries=retries, key=_key("run")))
+        futures.append(client.submit(_student, job, after, retries=retries, key=_key("run")))
     return futures, prepared
 
 
@@ -173,8 +197,8 @@ def _key(what: str, detail: str | None = None) -> str:
     return f"igkd-{what}{'-' + detail if detail else ''}-{uuid.uuid4().hex[:12]}"
 
 
-def _describe(config: dict) -> str:
-    shown = {k: v for k, v in config.items() if k not in ("progress", "data_root")}
+def _describe(job: Job) -> str:
+    shown = job.config.kwargs()
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -191,8 +215,10 @@ def _error(future: Future) -> tuple[str, str]:
     return f"{type(exc).__name__}: {exc}", text
 
 
-def result_entry(future: Future, config: dict) -> dict:
-    """What `run_many` reports for a config's ended future: its metrics and status, or the error."""
+def result_entry(future: Future, job: Job) -> dict:
+    """What `run_many` reports for a job's ended future: its metrics and status, or the error;
+    `config` is the job as `student_run` keyword arguments."""
+    config = job.as_dict()
     if future.status == "finished":
         out = future.result()
         return {
@@ -217,7 +243,7 @@ def result_entry(future: Future, config: dict) -> dict:
 
 
 def run_many(
-    configs: Sequence[dict],
+    configs: Sequence[StudentConfig | dict | Job],
     client: Client | None = None,
     *,
     retries: int = 1,
@@ -225,8 +251,8 @@ def run_many(
     errors: str = "raise",
     purpose: dict | None = None,
 ) -> list[dict]:
-    """Run every config (keyword arguments of `pipeline.student_run`) on Dask; return one entry per
-    config, in input order.
+    """Run every config (a `StudentConfig`, a dict of its fields with `data_root`/`purpose`, or a
+    `Job`) on Dask; return one entry per config, in input order.
 
     An entry is the run's metrics.json plus `status` ("computed" now or "reused" from the run
     cache, or "failed"), `run_path`, `error` (None, or the exception in one line), `traceback`
@@ -244,16 +270,13 @@ def run_many(
     experiment it serves, new or reused. `client` None uses `connect()` ($IGKD_SCHEDULER or a
     local cluster started for this call).
     """
-    if purpose is not None:
-        configs = [
-            {"purpose": purpose, **(c.kwargs() if isinstance(c, StudentConfig) else c)}
-            for c in configs
-        ]
     if errors not in ("raise", "return"):
         raise ConfigError(f"errors={errors!r}; use 'raise' or 'return'")
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries={retries!r}; use a non-negative integer")
     configs = validate(configs)
+    if purpose is not None:  # for the jobs whose config names none
+        configs = [c if c.purpose is not None else replace(c, purpose=purpose) for c in configs]
     if not configs:
         return []
     if client is None:

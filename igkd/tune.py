@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from igkd import models, paths, sweep
+from igkd import hp_grids, models, paths, sweep
 from igkd.config import purpose
 from igkd.errors import ConfigError
 
@@ -41,17 +41,16 @@ log = logging.getLogger(__name__)
 
 STORAGE_ENV = "IGKD_OPTUNA_STORAGE"
 
-# (low, high, log scale) of each tunable weight. The paper's grids (paper.md 6): alpha 0.0005-0.25
-# and T 1.5-4 (KD, 45 runs); p probably {0.1, 0.25, 0.5, 0.75}, with > 0.25 reported to hurt; the
-# AT weight gamma {0.1, ..., 0.9}, 0.8 chosen.
+# (low, high, log scale) of each tunable weight: the range of the paper's grids (igkd.hp_grids,
+# paper.md 6): alpha 0.0005-0.25 and T 1.5-4 (KD, 45 runs), p 0.05-0.75 (with > 0.25 reported to
+# hurt), the AT weight gamma 0.1-0.9.
+_RANGE = {k: v for g in hp_grids.GRIDS.values() for k, v in g.axes.items()}
 SPACE: dict[str, tuple[float, float, bool]] = {
-    "alpha": (5e-4, 0.25, True),
-    "temperature": (1.5, 4.0, False),
-    "overlay_prob": (0.05, 0.75, False),
-    "gamma": (0.1, 0.9, False),
+    k: (min(_RANGE[k]), max(_RANGE[k]), k == "alpha")
+    for k in ("alpha", "temperature", "overlay_prob", "gamma")
 }
 # What the paper's grid search chose (on the test set), for comparison with the study's best.
-PAPER_CHOICE = {"alpha": 0.01, "temperature": 2.5, "overlay_prob": 0.1, "gamma": 0.8}
+PAPER_CHOICE = dict(hp_grids.CHOSEN)
 OBJECTIVES = ("final_val_accuracy", "best_val_accuracy")
 _CONTROLLED = {"method", "compression", "profile", "seed", "val_fraction", "epochs", "progress"}
 
@@ -180,7 +179,7 @@ def tune(
     # Validate before creating anything: the corners of the space must make valid runs.
     corners = [{**base, **{k: b[i] for k, b in space.items()}} for i in (0, 1)]
     corners = sweep.validate(corners)
-    base["profile"] = corners[0]["profile"]
+    base["profile"] = corners[0].config.profile
     # Each trial's run records that it is one (the summary page leaves tuning trials out).
     base["purpose"] = purpose("tuning", base["profile"], study=study_name)
     settings = json.loads(

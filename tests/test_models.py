@@ -165,3 +165,13 @@ def test_teacher_checkpoint_in_huyvnphan_layout(tmp_path):
         assert torch.equal(loaded(x), net(x))
     with pytest.raises(CheckpointError, match="SHA-256"):
         models.load_teacher(tmp_path / "mobilenet_v2.pt", sha256="0" * 64)
+
+
+def test_a_model_stays_differentiable_after_predict():
+    from igkd import attribution, data, train
+
+    model = models.student(compression=1122)
+    ds = data.load_synthetic("test", 4)
+    train.predict(model, ds.images, normalized=False, device="cpu")
+    maps = attribution.ig_maps(model, ds.images, ds.labels, n_steps=2)  # needs gradients
+    assert maps.shape == (4, 32, 32)

@@ -20,6 +20,7 @@ import torch
 from conftest import tiny_ci_profile
 from distributed import Client
 
+from igkd import cluster as clusters
 from igkd import pipeline, runs, sweep
 from igkd.errors import ConfigError, SweepError
 
@@ -201,8 +202,8 @@ def test_failed_run_is_retried_then_reported(isolated, threads_client, monkeypat
     calls = collections.Counter()
     resumed = []
 
-    def fake_student_run(**config):
-        seed = config["seed"]
+    def fake_student_run(config, **_run_options):
+        seed = config.seed
         calls[seed] += 1
 
         def compute(run):
@@ -212,7 +213,7 @@ def test_failed_run_is_retried_then_reported(isolated, threads_client, monkeypat
             run.save_checkpoint({"epoch": 1})
             if seed == 13 or (seed == 7 and calls[7] == 1):
                 raise RuntimeError(f"out of memory in run {seed}")
-            return {"method": config["method"], "final_test_accuracy": 50.0 + seed}
+            return {"method": config.method, "final_test_accuracy": 50.0 + seed}
 
         return runs.get_or_run("toy-student", {"seed": seed}, compute)
 
@@ -300,8 +301,11 @@ def test_bad_config_stops_before_anything_runs(isolated, monkeypatch):
 
 def test_validate_resolves_the_profile_here(monkeypatch):
     monkeypatch.setenv("IGKD_PROFILE", "ci")
-    (config,) = sweep.validate([{"method": "KD"}])
-    assert config == {"method": "KD", "profile": "ci", "progress": False}
+    (job,) = sweep.validate([{"method": "KD"}])
+    assert job.config.profile == "ci" and job.config.method == "KD"
+    assert job.as_dict() == {"compression": "4.1", "method": "KD", "profile": "ci", "seed": 0,
+                             "progress": False}  # fmt: skip
+    assert sweep.validate([job]) == [job]
 
 
 def test_local_cluster_gives_each_gpu_worker_its_device_and_threads(monkeypatch):
@@ -329,7 +333,7 @@ def test_igkd_workers_sets_the_local_clusters_cpu_workers(monkeypatch):
     ):
         threads = client.run(torch.get_num_threads)
         assert len(threads) == 2  # two processes sharing the cores between them
-        assert set(threads.values()) == {max(1, sweep._cores() // 2)}
+        assert set(threads.values()) == {max(1, clusters._cores() // 2)}
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("IGKD_WORKERS", bad)
         with pytest.raises(ConfigError, match=f"IGKD_WORKERS='{bad}'"):
