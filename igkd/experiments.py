@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from igkd import models, paper, profiles, stats
+from igkd import losses, models, paper, profiles, stats
 from igkd.errors import ConfigError
 
 
@@ -74,6 +74,65 @@ def grid(methods: Sequence[str], seeds: Iterable[int], **common: object) -> list
     ]
 
 
+def named_settings(name: str) -> dict[str, float]:
+    """The paper version's settings `name` (`paper.SETTINGS`: v2, v1, pre-v1-p0.5, pre-v1-p0.25):
+    alpha, temperature, overlay_prob. ConfigError in one line, listing the names, for another."""
+    if not isinstance(name, str) or name not in paper.SETTINGS:
+        raise ConfigError(
+            f"settings={name!r}; use one of {', '.join(paper.SETTINGS)} (paper.SETTINGS)"
+        )
+    return dict(paper.SETTINGS[name])
+
+
+def settings_overrides(name: str, method: str) -> dict[str, float]:
+    """The StudentConfig overrides that give `method` the settings `name`: alpha and temperature
+    where the method distils (KD), overlay_prob where it overlays IG maps, and only where they
+    differ from the preset, so that "v2" gives {} and its runs keep their cache hashes. The plain
+    student gets {} under every name."""
+    wanted = named_settings(name)
+    preset = losses.method(method)
+    parts = []
+    if preset.alpha > 0:
+        parts += ["alpha", "temperature"]
+    if preset.overlay_prob > 0:
+        parts.append("overlay_prob")
+    return {k: wanted[k] for k in parts if wanted[k] != getattr(preset, k)}
+
+
+def with_settings(configs: Sequence[Mapping], name: str) -> list[dict]:
+    """`configs` (keyword arguments of `pipeline.student_run`, e.g. from `grid`) with the overrides
+    of the settings `name` for each config's method (`settings_overrides`)."""
+    named_settings(name)
+    return [{**c, **settings_overrides(name, str(c["method"]))} for c in configs]
+
+
+def settings_purpose(experiment: str, name: str, profile: str | None, **params: object) -> dict:
+    """The purpose tag of an experiment's runs under the settings `name`: `config.purpose` as
+    before for "v2" (the tags of existing runs stay valid), with `settings=name` added for an
+    earlier version, so that a count of the v2 experiment can tell these runs apart."""
+    from igkd.config import purpose
+
+    named_settings(name)
+    extra = {} if name == "v2" else {"settings": name}
+    return purpose(experiment, profile, **params, **extra)
+
+
+def sweep_reference(name: str) -> dict[str, dict[str, float]]:
+    """The paper's sweep table for the settings `name`: ESM Table 13 (`paper.SWEEP`) for v2, the v1
+    sweep (`paper.SWEEP_V1`) for v1, {} for settings the paper ran no sweep with."""
+    named_settings(name)
+    return {"v2": paper.SWEEP, "v1": paper.SWEEP_V1}.get(name, {})
+
+
+def settings_text(name: str) -> str:
+    """One line naming the settings and where they come from, e.g. for a notebook's printout."""
+    s = named_settings(name)
+    return (
+        f"settings {name!r}: alpha {s['alpha']:g}, T {s['temperature']:g}, p {s['overlay_prob']:g}"
+        f" ({paper.SETTINGS_SOURCE[name]})"
+    )
+
+
 def accuracies(
     results: Sequence[Mapping], by: str = "method", key: str = "final_test_accuracy"
 ) -> dict[str, list[float]]:
@@ -123,8 +182,12 @@ def plot_means(
     return ax
 
 
-def sweep_table(results: Sequence[Mapping]) -> pd.DataFrame:
-    """Per (compression, method): n, mean and 95 % CI of our runs beside the paper's sweep table."""
+def sweep_table(
+    results: Sequence[Mapping], reference: Mapping[str, Mapping[str, float]] | None = None
+) -> pd.DataFrame:
+    """Per (compression, method): n, mean and 95 % CI of our runs beside the paper's sweep table
+    (`reference`: label -> method -> %, None for `paper.SWEEP`; `paper.SWEEP_V1` for v1)."""
+    reference = paper.SWEEP if reference is None else reference
     rows = []
     groups: dict[tuple[str, str], list[float]] = {}
     for r in results:
@@ -141,7 +204,7 @@ def sweep_table(results: Sequence[Mapping]) -> pd.DataFrame:
                 "mean": d["mean"],
                 "ci_low": d["ci_low"],
                 "ci_high": d["ci_high"],
-                "paper": paper.SWEEP.get(label, {}).get(method, np.nan),
+                "paper": reference.get(label, {}).get(method, np.nan),
             }
         )
     return pd.DataFrame(rows).sort_values(["ratio", "method"]).reset_index(drop=True)

@@ -73,6 +73,12 @@ MONTE_CARLO_LILLIEFORS: dict[str, tuple[float, float]] = {
     "KD_IG_AT": (0.0593, 0.894),
 }
 MONTE_CARLO_RUNS = 60  # runs per method (paper.md 7.3; montecarlo.py SIMULATIONS = 60)
+# Pre-v1 Monte Carlo (alpha 0.1, T 3; paper.md 7.3, NB 148f216 figure): means by overlay probability
+# p. Only the means were published (no variances, no run counts); the student has no overlay.
+MONTE_CARLO_PRE_V1: dict[float, dict[str, float]] = {
+    0.5: {"student": 90.05, "KD": 90.61, "KD_IG": 90.17, "IG": 89.62},
+    0.25: {"student": 90.05, "KD": 90.61, "KD_IG": 90.70, "IG": 90.20},
+}
 
 # Compression sweep, ESM "Table 13" (Paper_plots notebook; protocol unclear, see paper.md 7.4).
 SWEEP: dict[str, dict[str, float]] = {
@@ -85,6 +91,57 @@ SWEEP: dict[str, dict[str, float]] = {
     "140": {"student": 76.01, "KD": 76.80, "KD_IG": 76.44, "IG": 75.45},
     "1122": {"student": 55.44, "KD": 54.75, "KD_IG": 54.79, "IG": 55.22},
 }
+
+# The v1 sweep (paper.md 7.4; NB 8534e2a): single runs with alpha 0.1, T 3, p 0.25, random student
+# initialisation (the table's "KD_IG, teacher-weight init" row, a pre-v1 variant, is left out).
+SWEEP_V1: dict[str, dict[str, float]] = {
+    "2.2": {"student": 91.61, "KD": 91.59, "KD_IG": 90.87},
+    "4.1": {"student": 91.14, "KD": 92.08, "KD_IG": 92.05},
+    "7.3": {"student": 90.94, "KD": 90.88, "KD_IG": 91.40},
+    "12": {"student": 90.36, "KD": 90.52, "KD_IG": 90.73},
+    "29": {"student": 87.31, "KD": 88.07, "KD_IG": 88.65},
+    "55": {"student": 84.97, "KD": 84.80, "KD_IG": 84.81},
+    "140": {"student": 76.46, "KD": 78.73, "KD_IG": 76.05},
+    "1122": {"student": 49.35, "KD": 50.36, "KD_IG": 51.53},
+}
+
+# The settings of the paper's versions, by name, as a reader can rerun them (notebooks 05 and 06,
+# `settings` parameter; `experiments.settings_overrides` maps a name to StudentConfig overrides).
+# Each: KD weight alpha, temperature T, overlay probability p; gamma (AT) is 0.8 throughout.
+SETTINGS: dict[str, dict[str, float]] = {
+    "v2": {"alpha": 0.01, "temperature": 2.5, "overlay_prob": 0.1},  # the final paper (7.2-7.3)
+    "v1": {"alpha": 0.1, "temperature": 3.0, "overlay_prob": 0.25},  # v1 sweep (7.4, NB 8534e2a)
+    "pre-v1-p0.5": {"alpha": 0.1, "temperature": 3.0, "overlay_prob": 0.5},  # 7.3, NB 148f216
+    "pre-v1-p0.25": {"alpha": 0.1, "temperature": 3.0, "overlay_prob": 0.25},  # 7.3, NB 148f216
+}
+SETTINGS_SOURCE: dict[str, str] = {
+    "v2": "the final paper (arXiv 2506.14440 v2): ablation, Monte Carlo and sweep",
+    "v1": "the v1 compression sweep (arXiv 2503.13008; notebook 8534e2a), single runs",
+    "pre-v1-p0.5": "the pre-v1 Monte Carlo at p 0.5 (notebook 148f216 figure), means only",
+    "pre-v1-p0.25": "the pre-v1 Monte Carlo at p 0.25 (notebook 148f216 figure), means only",
+}
+
+# The architecture per compression factor (paper.md 1.2, derived from the code):
+# (trainable parameters, convolution layers, fp32 MB = parameters x 4 / 2**20), and the AT layer
+# (index of `features`, paper.md 1.3). The paper gives no FLOPs.
+ARCHITECTURE: dict[str, tuple[int, int, float]] = {
+    "teacher": (2_236_682, 52, 8.53),
+    "2.2": (1_019_402, 45, 3.89),
+    "4.1": (543_498, 39, 2.07),
+    "7.3": (306_954, 33, 1.17),
+    "12": (185_738, 27, 0.71),
+    "29": (77_194, 21, 0.29),
+    "55": (40_970, 15, 0.16),
+    "140": (16_042, 9, 0.06),
+    "1122": (1_994, 3, 0.008),
+}
+AT_LAYER: dict[str, int] = {
+    "2.2": 9, "4.1": 9, "7.3": 9, "12": 4, "29": 4, "55": 4, "140": 2, "1122": 0,
+}  # fmt: skip
+
+# The literature review (main Table 1, ESM S1/S2; paper.md 7.7): its per-paper data were not
+# released, so only these summaries exist.
+LITERATURE = {"results": 57, "mean_delta_acc_pp": -1.40, "pearson_r_cf": -0.11, "p": 0.41}
 
 # ImageNet-32 validation subset aligned with CIFAR-10, teacher-correct filter (3,537 images):
 # (accuracy %, balanced accuracy %, Cohen's kappa).

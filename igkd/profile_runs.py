@@ -70,7 +70,13 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         if (m := mine(run)) is None:
             continue
         tags = run.purposes
-        serves = {p.get("experiment") for p in tags if p.get("profile") == prof.name}
+        # Runs made under an earlier paper version's settings (chapters 05/06 `settings`) serve
+        # that chapter's comparison, not the page's rows, which hold the v2 numbers.
+        serves = {
+            p.get("experiment")
+            for p in tags
+            if p.get("profile") == prof.name and p.get("settings", "v2") == "v2"
+        }
         if not tags:
             untagged += 1
         elif serves & set(COUNTED):

@@ -136,6 +136,63 @@ def compare(a: Sequence[float], b: Sequence[float], paired: bool = False) -> dic
     }
 
 
+def compare_moments(
+    a: tuple[float, float, int], b: tuple[float, float, int], equal_var: bool = True
+) -> dict:
+    """Two-sample t-test of mean(a) against mean(b) from published moments alone, each side given as
+    (mean, variance with ddof=1, n): Student's t with a pooled variance (equal_var=True, the
+    paper's Monte Carlo test, paper.md 7.3) or Welch's (False); `scipy.stats.ttest_ind_from_stats`.
+
+    Returns the keys of `compare` (d: Cohen's d with the pooled sd). With equal n the two tests
+    give the same t and differ only in df, hence p. No paired test is possible from moments.
+    """
+    (ma, va, na), (mb, vb, nb) = a, b
+    for name, (m, v, n) in (("a", a), ("b", b)):
+        if not (math.isfinite(m) and math.isfinite(v) and v >= 0):
+            raise ConfigError(
+                f"{name}=({m!r}, {v!r}, {n!r}): mean and variance must be finite, v >= 0"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ConfigError(f"{name}: n={n!r}; a t-test needs an integer n >= 2 per side")
+    res = stats.ttest_ind_from_stats(
+        ma, math.sqrt(va), na, mb, math.sqrt(vb), nb, equal_var=equal_var
+    )
+    pooled = ((na - 1) * va + (nb - 1) * vb) / (na + nb - 2)
+    if equal_var:
+        se, df = math.sqrt(pooled * (1 / na + 1 / nb)), float(na + nb - 2)
+    else:
+        se = math.sqrt(va / na + vb / nb)
+        df = se**4 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1)) if se > 0 else math.nan
+    diff = ma - mb
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * se if se > 0 else math.nan
+    return {
+        "test": "Student t (equal variances)" if equal_var else "Welch t",
+        "n_a": na,
+        "n_b": nb,
+        "mean_a": float(ma),
+        "mean_b": float(mb),
+        "diff": float(diff),
+        "ci_low": diff - half,
+        "ci_high": diff + half,
+        "t": float(res.statistic),
+        "df": df,
+        "p": float(res.pvalue),
+        "d": diff / math.sqrt(pooled) if pooled > 0 else math.nan,
+        "d_kind": "Cohen's d (pooled sd)",
+    }
+
+
+def holm(p: Sequence[float], alpha: float = 0.05) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels' multipletests) of `p`; NaN entries stay NaN and are
+    not counted among the tests."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out
+
+
 def compare_all(
     results: Mapping[str, Sequence[float]],
     reference: str,

@@ -174,3 +174,52 @@ def test_profiles_refuse_misspelled_keys():
         quick.replace(student_recipe={**quick.student_recipe, "epoch": 5})
     with pytest.raises(ConfigError, match="unknown experiment setting 'sweep_run'"):
         experiments.setting("sweep_run", "quick", None, 1)
+
+
+# --- the paper versions' settings, as presets (notebooks 05, 06) ---------------------------------
+
+
+def test_named_settings_map_to_overrides_of_the_parts_a_method_uses():
+    assert experiments.named_settings("v1") == {
+        "alpha": 0.1,
+        "temperature": 3.0,
+        "overlay_prob": 0.25,
+    }
+    # v2 is the presets themselves: no overrides, so the existing runs keep their cache hashes
+    assert all(experiments.settings_overrides("v2", m) == {} for m in paper.METHODS)
+    assert experiments.settings_overrides("v1", "student") == {}
+    assert experiments.settings_overrides("v1", "KD") == {"alpha": 0.1, "temperature": 3.0}
+    assert experiments.settings_overrides("v1", "IG") == {"overlay_prob": 0.25}
+    assert experiments.settings_overrides("pre-v1-p0.5", "KD_IG") == {
+        "alpha": 0.1,
+        "temperature": 3.0,
+        "overlay_prob": 0.5,
+    }
+    configs = experiments.with_settings(experiments.grid(["student", "KD_IG"], [0]), "pre-v1-p0.25")
+    assert configs[0] == {"method": "student", "seed": 0}
+    weights = StudentConfig.of(configs[1], profile="ci").weights
+    assert (weights.alpha, weights.temperature, weights.overlay_prob) == (0.1, 3.0, 0.25)
+    assert weights.gamma == 0  # KD_IG has no AT part, whatever the settings
+    assert "alpha 0.1, T 3, p 0.25" in experiments.settings_text("v1")
+
+
+def test_named_settings_tag_their_runs_and_pick_the_papers_table():
+    v2 = experiments.settings_purpose("sweep", "v2", "ci", runs=1)
+    assert v2 == {"experiment": "sweep", "profile": "ci", "runs": 1}  # as before: tags stay valid
+    v1 = experiments.settings_purpose("sweep", "v1", "ci", runs=1)
+    assert v1["settings"] == "v1" and v1["experiment"] == "sweep"
+    assert experiments.sweep_reference("v2") is paper.SWEEP
+    assert experiments.sweep_reference("v1") is paper.SWEEP_V1
+    assert experiments.sweep_reference("pre-v1-p0.5") == {}
+    table = experiments.sweep_table([_run("KD", 80.0)], reference=paper.SWEEP_V1)
+    assert table.loc[0, "paper"] == paper.SWEEP_V1["4.1"]["KD"]
+
+
+@pytest.mark.parametrize("bad", ["v3", "", None, "V2"])
+def test_a_bad_settings_name_lists_the_names(bad):
+    with pytest.raises(
+        ConfigError, match=r"settings=.*; use one of v2, v1, pre-v1-p0.5, pre-v1-p0.25"
+    ):
+        experiments.with_settings([{"method": "KD", "seed": 0}], bad)
+    with pytest.raises(ConfigError, match="use one of v2"):
+        experiments.settings_overrides(bad, "KD")

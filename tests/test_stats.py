@@ -150,6 +150,53 @@ def test_paper_runs_under_welch():
         assert 9 <= row["df"] <= 18 and 0 < row["p"] < 1 and 0 < row["p_holm"] <= 1
 
 
+def _moments(method: str) -> tuple[float, float, int]:
+    mean, _median, variance = paper.MONTE_CARLO[method]
+    return mean, variance, paper.MONTE_CARLO_RUNS
+
+
+@pytest.mark.parametrize(("method", "t"), [("KD", 9.7), ("KD_IG", 14.8), ("KD_IG_AT", 14.3)])
+def test_monte_carlo_student_t_on_the_published_moments(method, t):
+    """The paper's Monte Carlo test (paper.md 7.3): equal-variance Student t of each method against
+    the student from the published means and variances, n = 60 per side: t about 9.7, 14.8, 14.3."""
+    r = stats.compare_moments(_moments(method), _moments("student"), equal_var=True)
+    assert round(r["t"], 1) == t and r["df"] == 118 and r["p"] < 1e-15
+    (ma, va, n), (mb, vb, _) = _moments(method), _moments("student")
+    by_hand = (ma - mb) / math.sqrt(((va + vb) / 2) * (2 / n))  # pooled variance, equal n
+    assert r["t"] == pytest.approx(by_hand) and r["test"] == "Student t (equal variances)"
+    half = r["ci_high"] - r["diff"]
+    assert half == pytest.approx(sps.t.ppf(0.975, 118) * (ma - mb) / by_hand)
+    welch = stats.compare_moments(_moments(method), _moments("student"), equal_var=False)
+    assert welch["t"] == pytest.approx(r["t"])  # equal n: the same t, another df
+    assert welch["df"] <= 118 and welch["test"] == "Welch t"
+
+
+def test_compare_moments_agrees_with_the_raw_runs():
+    def moments(x):
+        return _mean(x), _var(x), len(x)
+
+    raw = stats.compare(A, B, paired=False)
+    welch = stats.compare_moments(moments(A), moments(B), equal_var=False)
+    for k in ("diff", "t", "df", "p", "ci_low", "ci_high", "d"):
+        assert welch[k] == pytest.approx(raw[k]), k
+    student = stats.compare_moments(moments(A), moments(B), equal_var=True)
+    ref = sps.ttest_ind(A, B, equal_var=True)
+    assert student["t"] == pytest.approx(ref.statistic) and student["p"] == pytest.approx(
+        ref.pvalue
+    )
+    assert student["df"] == len(A) + len(B) - 2
+    ci = ref.confidence_interval(0.95)
+    assert (student["ci_low"], student["ci_high"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_holm_skips_nan():
+    p = [0.01, math.nan, 0.04, 0.03]
+    out = stats.holm(p)
+    assert math.isnan(out[1])
+    assert out[[0, 2, 3]] == pytest.approx([0.03, 0.06, 0.06])  # 3 x 0.01, 2 x 0.03, then 0.04
+    assert np.isnan(stats.holm([math.nan])).all()
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -165,6 +212,8 @@ def test_paper_runs_under_welch():
         (lambda: stats.compare_all({"a": A, "b": B}, "a", paired=True), "'b' vs 'a'"),
         (lambda: stats.summarize({}), "empty"),
         (lambda: stats.summarize({"x": [1.0, float("nan")]}), "method 'x'"),
+        (lambda: stats.compare_moments((1.0, 0.1, 1), (2.0, 0.1, 5)), "n >= 2"),
+        (lambda: stats.compare_moments((1.0, -0.1, 5), (2.0, 0.1, 5)), "v >= 0"),
     ],
 )
 def test_bad_input(call, message):
