@@ -61,3 +61,103 @@ def confusion(matrix, classes, ax: Axes | None = None) -> Axes:
         ax.text(i, i, f"{rates[i, i]:.0f}", ha="center", va="center", fontsize=7, color="w")
     ax.figure.colorbar(im, ax=ax, label="% of true class")
     return ax
+
+
+def image_grid(
+    rows: dict,
+    column_titles: list[str] | None = None,
+    cmap: str = "inferno",
+    shared_scale: bool = False,
+    size: float = 1.3,
+) -> plt.Figure:
+    """A grid of pictures: one row per entry of `rows` (name -> a batch), one column per picture.
+
+    A batch is images (N, 3, H, W), uint8 or float in [0, 1], shown in colour, or maps (N, H, W)
+    shown with `cmap`, each scaled to its own range, or with `shared_scale` to the largest value
+    of its column among the map rows (for maps of one scale, such as unit-norm attention maps).
+    """
+    import numpy as np
+    import torch
+
+    batches = {name: torch.as_tensor(np.asarray(b)) for name, b in rows.items()}
+    columns = max((len(b) for b in batches.values()), default=0)
+    if not columns:
+        raise ValueError("nothing to draw: every row is empty")
+    fig, axes = plt.subplots(
+        len(batches),
+        columns,
+        figsize=(size * columns + 1.2, size * len(batches) + 0.4),
+        squeeze=False,
+    )
+    maps = [b.float() for b in batches.values() if b.dim() == 3]
+    vmax = [
+        max(float(m[c].max()) for m in maps if c < len(m)) if maps else None for c in range(columns)
+    ]
+    for r, (name, batch) in enumerate(batches.items()):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(batch):
+                ax.axis("off")
+                continue
+            picture = batch[c]
+            if picture.dim() == 3:
+                rgb = picture.float() / 255 if picture.dtype == torch.uint8 else picture.float()
+                ax.imshow(rgb.permute(1, 2, 0).clamp(0, 1).numpy())
+            else:
+                top = vmax[c] if shared_scale else None
+                ax.imshow(
+                    picture.float().numpy(),
+                    cmap=cmap,
+                    vmin=0 if shared_scale else None,
+                    vmax=top,
+                    interpolation="nearest",
+                )
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    for c, title in enumerate(column_titles or []):
+        if c < columns:
+            axes[0, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def decision_mountain(probs, classes, true_class: int, ax=None, title: str = ""):
+    """The probability "mountain": each sample's class probabilities (n, K) as a surface, samples
+    sorted by the probability of their (shared) true class, largest first; on a 3D Axes."""
+    import numpy as np
+
+    if ax is None:
+        ax = plt.figure(figsize=(5, 4)).add_subplot(projection="3d")
+    p = np.asarray(probs, dtype=float)
+    p = p[np.argsort(-p[:, true_class])]
+    xs, ys = np.meshgrid(np.arange(p.shape[1]), np.arange(len(p)))
+    ax.plot_surface(xs, ys, p, cmap="viridis", vmin=0, vmax=1, rstride=1, cstride=1, linewidth=0)
+    ax.set_xticks(range(p.shape[1]), classes, rotation=60, fontsize=6)
+    ax.set_ylabel("sample (sorted)", fontsize=7)
+    ax.set_zlabel("probability", fontsize=7)
+    ax.set_zlim(0, 1)
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def decision_polar(probs, classes, true_class: int, ax=None, title: str = ""):
+    """Polar plot of each sample's class probabilities (n, K): the classes around the circle, one
+    thin closed line per sample, their mean bold; the true class's direction marked."""
+    import numpy as np
+
+    if ax is None:
+        ax = plt.figure(figsize=(4, 4)).add_subplot(projection="polar")
+    p = np.asarray(probs, dtype=float)
+    k = p.shape[1]
+    angles = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    closed = np.append(angles, angles[0])
+    for row in p:
+        ax.plot(closed, np.append(row, row[0]), color="tab:blue", alpha=0.25, lw=0.8)
+    mean = p.mean(0) if len(p) else np.zeros(k)
+    ax.plot(closed, np.append(mean, mean[0]), color="k", lw=2, label="mean")
+    ax.axvline(angles[true_class], color="tab:red", ls="--", lw=1)
+    ax.set_xticks(angles, classes, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    return ax
