@@ -12,7 +12,7 @@ t-test; they are reported as not settled, with that reason.
 
 One function per chapter (in `single`, `grids` and `beyond`; the shared pieces in `_core`): `published` (00), `teacher` (01), `integrated_gradients` (02),
 `single_run` (03), `ablation` (04), `monte_carlo` (05), `sweep` (06), `imagenet` (07),
-`deployment` (08), `hyperparameters` (09), and `summary` for the book's summary page. Numbers are
+`deployment` (08), `hyperparameters` and `hyperparameter_grids` (09, in `hp_grids`), and `summary` for the book's summary page. Numbers are
 rounded to 4 significant digits (`sig`), p-values to 3.
 """
 
@@ -55,6 +55,7 @@ from igkd.conclusions.grids import (  # noqa: F401
     sweep,
     trend,
 )
+from igkd.conclusions.hp_grids import hyperparameter_grids  # noqa: F401
 from igkd.conclusions.single import (  # noqa: F401
     integrated_gradients,
     paper_accuracy,
