@@ -118,7 +118,7 @@ def accuracies(
             pair = [by_config.get(c) for c in arms(fix, base)]
             if which is None and any(c not in by_config for c in arms(fix, base)):
                 continue  # a fix this experiment did not run
-            acc = [(r or {}).get("metrics", {}).get("final_test_accuracy") for r in pair]
+            acc = [(r or {}).get("final_test_accuracy") for r in pair]  # run_many's entries
             if None not in acc:
                 ours.append(acc[0])
                 other.append(acc[1])
@@ -138,6 +138,7 @@ def table(
     for fix in chosen(list(acc)):
         ours, other = acc[fix.name]
         row = {
+            "name": fix.name,
             "fix": f"{fix.name} (differences.md {fix.entry})",
             "method": fix.method,
             "igkd default": f"{fix.field}={_show(fix.ours, fix, prof)}",
@@ -151,6 +152,23 @@ def table(
     out = pd.DataFrame(rows)
     out["Holm p"] = stats.holm(out["p"].to_numpy()) if len(out) else []
     return out
+
+
+def labels(profile: str | None) -> dict[str, tuple[str, str]]:
+    """{fix: (igkd's default, the other behaviour)} as `field=value`, for the paragraph."""
+    prof = profiles.get(profile).name
+    return {
+        f.name: (
+            f"{f.field}={_show(f.ours, f, prof)}",
+            f"{f.field}={_show(_other(f, prof), f, prof)}",
+        )
+        for f in FIXES
+    }
+
+
+def holm_by_fix(frame: pd.DataFrame) -> dict[str, float]:
+    """{fix: Holm-adjusted p} of a `table`."""
+    return dict(zip(frame["name"], frame["Holm p"], strict=True))
 
 
 def _show(value: object, fix: Fix, profile: str) -> object:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from igkd import checkpoints, data, models, paper, profiles, runs, teachers, train
+from igkd import checkpoints, data, models, paper, paths, profiles, runs, teachers, train
 from igkd.config import StudentConfig
 from igkd.errors import CheckpointError
 from igkd.ig_store import (
@@ -29,14 +29,29 @@ from igkd.profiles import Profile
 
 def datasets(prof: Profile, root: str | Path | None = None) -> tuple[data.Dataset, data.Dataset]:
     """(train, test) of the profile: CIFAR-10 (synthetic only as the ci profile's fallback),
-    cut to the profile's sizes by seeded stratified subsets."""
+    cut to the profile's sizes by seeded stratified subsets. Real data is kept in memory per
+    process for the same sizes and folders: planning a sweep names every run, and each name needs
+    the data's fingerprint (reading and hashing 150 MB took 2-5 s a time on a 2-core CPU)."""
+    key = (prof.train_size, prof.test_size, prof.synthetic_fallback)
+    key += (str(Path(root).expanduser().resolve()) if root is not None else None,)
+    key += (str(paths.data_dir()), str(paths.cache_dir()))
+    if key in _LOADED:
+        return _LOADED[key]
     out = []
     for split, size in (("train", prof.train_size), ("test", prof.test_size)):
         ds = data.load("cifar10", split, root, synthetic_fallback=prof.synthetic_fallback)
         if size is not None and size < len(ds):
             ds = ds.subset(data.stratified_subset(ds.labels, size, seed=0))
         out.append(ds)
-    return out[0], out[1]
+    pair = (out[0], out[1])
+    if pair[0].source != "synthetic":  # the fallback warns each time it is used: not kept
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = pair
+    return pair
+
+
+_LOADED: dict[tuple, tuple[data.Dataset, data.Dataset]] = {}
 
 
 def teacher_run(

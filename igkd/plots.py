@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
 
 from igkd import models, paper
@@ -160,4 +161,21 @@ def decision_polar(probs, classes, true_class: int, ax=None, title: str = ""):
     ax.set_xticks(angles, classes, fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
+    return ax
+
+
+def fix_differences(table, ax: Axes | None = None) -> Axes:
+    """The fix ablation (`fixes.table`): per fix, igkd's default minus the published behaviour
+    (pp) with its 95 % CI as a horizontal bar; fixes without a test show the bare difference."""
+    ax = ax or plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(table)))[1]
+    y = range(len(table))
+    diff = table["difference (pp)"].to_numpy(dtype=float)
+    # No CI (no test): a bare point.
+    low = np.nan_to_num(diff - table["CI low"].to_numpy(dtype=float)).clip(min=0)
+    high = np.nan_to_num(table["CI high"].to_numpy(dtype=float) - diff).clip(min=0)
+    ax.errorbar(diff, y, xerr=[low, high], fmt="o", capsize=3)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(list(y), list(table["name"]))
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy, igkd default - published behaviour (pp)")
     return ax

@@ -176,7 +176,7 @@ PROFILES: dict[str, Profile] = {
             sweep_runs=1,
             sweep_compressions=["4.1", "140"],
             sweep_methods=["student", "KD_IG"],
-            tuning_trials=3,
+            tuning_trials=2,  # importances need 2; each ci trial is a whole (tiny) run
             # The paper's grids (igkd.hp_grids), values per axis: alpha 0.01 and 0.25 at T 2.5, p 0.1,
             # gamma 0.8 -- four runs, enough to exercise picking the best on validation and on test.
             # Chapter 04's fix ablation: the IG step count's alternative (the profile's is 1).

@@ -174,7 +174,7 @@ def test_summary_counts_only_the_profiles_default_runs(ci_cache):
 
     page = report.summary_markdown(report.summary_table("ci"), "header line")
     assert "1 student run(s) of this profile record no purpose" in page
-    assert "header line" in page and page.count("\n## ") == 7
+    assert "header line" in page and page.count("\n## ") == 8
     assert "| KD_IG | 92.02 ± 0.34 (best 92.58) | 41.00 ± 1.41 | 2 | -51.02 |" in page
 
 

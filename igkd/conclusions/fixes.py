@@ -39,7 +39,8 @@ def fix_ablation(
                 changed.append(f"{fix} ({'+' if result['diff'] > 0 else '-'})")
     run = f"{epochs} epoch(s) per run, " if epochs else ""
     head = (
-        f"**What this shows.** The fix ablation ({profile} profile, {run}{data}) puts igkd's "
+        f"**The fixes of the published code.** The fix ablation ({profile} profile, {run}{data}) "
+        "puts igkd's "
         "default against the published code's behaviour, one seed-paired comparison per fix:"
     )
     if changed:
