@@ -79,6 +79,10 @@ def test_no_missing_image_and_no_traceback(built):
     assert chapters
     for name, page in chapters.items():  # every chapter shows at least one figure
         assert page["images"] >= 1, f"{name} has no figure"
+        # ... and ends with its generated conclusion: the heading, then the paragraph's text.
+        assert "What this shows" in page["text"], f"{name} has no 'What this shows'"
+        paragraph = page["text"].rsplit("What this shows", 1)[1]
+        assert len(paragraph.split()) >= 30, f"{name}: no generated paragraph after its heading"
 
 
 def test_banner_states_profile_data_and_machine(built):
