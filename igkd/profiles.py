@@ -302,7 +302,10 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper",
-        description="the paper's protocol exactly: full data, 100 epochs, the paper's hyperparameters",
+        description=(
+            "the paper's recipe: full data, 100 epochs, its hyperparameters, fp32 "
+            "(its experiment with TEACHER= the authors' teacher file)"
+        ),
         train_size=None,
         test_size=None,
         synthetic_fallback=False,
