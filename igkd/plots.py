@@ -179,3 +179,27 @@ def fix_differences(table, ax: Axes | None = None) -> Axes:
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy, igkd default - published behaviour (pp)")
     return ax
+
+
+def overlay_examples(images, maps, seed: int = 0, title: str = "") -> plt.Figure:
+    """Rows: uint8 `images` (N, 3, H, W), their IG `maps` (N, H, W) and the IG overlay at p = 1
+    (`augment.overlay`, seeded by `seed`); one column per image."""
+    import torch
+
+    from igkd.augment import overlay
+    from igkd.data import to_float
+
+    shown = to_float(images)
+    views, _ = overlay(shown, maps, p=1.0, generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(3, len(shown), figsize=(1.5 * len(shown), 4.8), squeeze=False)
+    for row, (name, batch) in enumerate([("image", shown), ("|IG|", maps), ("overlay", views)]):
+        for col, picture in enumerate(batch):
+            rgb = picture.dim() == 3
+            axes[row, col].imshow(
+                picture.permute(1, 2, 0) if rgb else picture, cmap=None if rgb else "inferno"
+            )
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+        axes[row, 0].set_ylabel(name)
+    fig.suptitle(title, fontsize=9)
+    return fig

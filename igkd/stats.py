@@ -247,3 +247,17 @@ def half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
     if n < 2:
         return math.inf
     return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+
+
+def mcnemar(right_a: Sequence[bool], right_b: Sequence[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test of two classifiers on the same items: (items only `a` gets right, items
+    only `b` gets right, two-sided p of a binomial test on those discordant items; 1 with none).
+    `right_a`, `right_b`: (N,) booleans, item i right or not."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(right_a, dtype=bool), np.asarray(right_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ConfigError(f"right_a {a.shape} and right_b {b.shape} must be two (N,) arrays")
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return only_a, only_b, float(p)

@@ -81,3 +81,18 @@ def test_every_result_chapter_ends_with_generated_conclusions(path):
     assert "Markdown(" in code.source and "display(" in code.source
     closing = [c for c in cells if c.cell_type == "markdown" and "## What this shows" in c.source]
     assert len(closing) == 1, "one closing heading only"
+
+
+def test_own_models_chapter_does_the_method_in_under_40_lines():
+    """Chapter 12's promise: the cells tagged `method` (models, teacher and IG maps, the students)
+    hold under 40 lines of code (blank lines and comments not counted)."""
+    (path,) = [p for p in NOTEBOOKS if p.name == "12_your_own_models.ipynb"]
+    nb = nbformat.read(path, as_version=4)
+    method = [c for c in nb.cells if "method" in c.metadata.get("tags", [])]
+    lines = [
+        line
+        for c in method
+        for line in c.source.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    assert len(method) == 3 and len(lines) < 40, len(lines)

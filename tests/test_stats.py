@@ -219,3 +219,14 @@ def test_holm_skips_nan():
 def test_bad_input(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_mcnemar_counts_the_discordant_items():
+    a = [True, True, True, False, True, False]
+    b = [True, False, False, False, True, True]
+    only_a, only_b, p = stats.mcnemar(a, b)
+    assert (only_a, only_b) == (2, 1) and p == pytest.approx(1.0)  # 2 of 3: binomial p = 1
+    assert stats.mcnemar([True] * 12, [False] * 12)[2] == pytest.approx(2 * 0.5**12)
+    assert stats.mcnemar([True], [True]) == (0, 0, 1.0)
+    with pytest.raises(ConfigError, match="two"):
+        stats.mcnemar([True, False], [True])
