@@ -242,3 +242,29 @@ def plot_sweep(table: pd.DataFrame, teacher: float, ax: Axes | None = None) -> A
     ax.set_ylabel("accuracy - teacher's (pp)")
     ax.legend(fontsize=7, ncol=2)
     return ax
+
+
+def student_summary(metrics: dict) -> dict:
+    """One column of a result table: our student beside the paper's numbers for the same setting."""
+    method, label = metrics["method"], metrics["compression"]
+    runs_ = paper.ABLATION_RUNS.get(method)
+    return {
+        "profile": metrics["environment"]["profile"],
+        "data": metrics["data"],
+        "method": method,
+        "compression": f"{label}x ({metrics['compression_ratio']:.4g})",
+        "parameters": metrics["parameters"],
+        "epochs": metrics["epochs"],
+        "training time (min)": round(metrics["train_seconds"] / 60, 1),
+        "test accuracy, final (%)": round(metrics["final_test_accuracy"], 2),
+        "test accuracy, best epoch (%)": round(metrics["best_test_accuracy"], 2),
+        "teacher, ours (%)": round(metrics["teacher_test_accuracy"], 2)
+        if metrics.get("teacher_test_accuracy")
+        else None,
+        "paper: ten-run mean at 4.1x (%)": round(paper.ablation_mean(method), 2)
+        if runs_ and label == "4.1"
+        else None,
+        "paper: best of ten at 4.1x (%)": max(runs_) if runs_ and label == "4.1" else None,
+        "paper: sweep table (%)": paper.SWEEP.get(label, {}).get(method),
+        "paper: teacher (%)": paper.TEACHER_ACCURACY,
+    }

@@ -14,9 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from igkd import checkpoints, data, models, paper, paths, profiles, runs, teachers, train
+from igkd import checkpoints, data, models, paths, profiles, runs, teachers, train
 from igkd.config import StudentConfig
 from igkd.errors import CheckpointError
+
+# One column of chapter 03's table, built where the other result tables are; kept importable here.
+from igkd.experiments import student_summary  # noqa: F401
 from igkd.ig_store import (
     STORE_KIND,
     ig_config,
@@ -429,29 +432,3 @@ def finished_students(
         if wanted is None or m["environment"].get("profile") == wanted:
             found.append((run, m))
     return found
-
-
-def student_summary(metrics: dict) -> dict:
-    """One column of a result table: our student beside the paper's numbers for the same setting."""
-    method, label = metrics["method"], metrics["compression"]
-    runs_ = paper.ABLATION_RUNS.get(method)
-    return {
-        "profile": metrics["environment"]["profile"],
-        "data": metrics["data"],
-        "method": method,
-        "compression": f"{label}x ({metrics['compression_ratio']:.4g})",
-        "parameters": metrics["parameters"],
-        "epochs": metrics["epochs"],
-        "training time (min)": round(metrics["train_seconds"] / 60, 1),
-        "test accuracy, final (%)": round(metrics["final_test_accuracy"], 2),
-        "test accuracy, best epoch (%)": round(metrics["best_test_accuracy"], 2),
-        "teacher, ours (%)": round(metrics["teacher_test_accuracy"], 2)
-        if metrics.get("teacher_test_accuracy")
-        else None,
-        "paper: ten-run mean at 4.1x (%)": round(paper.ablation_mean(method), 2)
-        if runs_ and label == "4.1"
-        else None,
-        "paper: best of ten at 4.1x (%)": max(runs_) if runs_ and label == "4.1" else None,
-        "paper: sweep table (%)": paper.SWEEP.get(label, {}).get(method),
-        "paper: teacher (%)": paper.TEACHER_ACCURACY,
-    }
