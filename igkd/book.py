@@ -81,7 +81,8 @@ def execute(
     runs it makes land in the same cache the summary reads). Previously executed notebooks are
     removed first: a book is one profile's. With `resume`, an executed notebook is kept instead
     when it finished without error in this profile from the same cells as its source (so a
-    killed `make book` continues where it stopped; an edited notebook runs again). Stops at the
+    killed `make book` continues where it stopped; an edited notebook runs again, and so does
+    every notebook when the teacher or the precision differs from the last build's). Stops at the
     first notebook that fails (papermill writes the failed notebook, with its error, into
     executed/). `results`: the run-cache archive the runs were imported from (`make book
     RESULTS=...` imports it first); its manifest is recorded, and the banner names it. Returns the
@@ -95,6 +96,16 @@ def execute(
     manifest = read_manifest(results) if results is not None else None
     out = Path(book_dir) / "executed"
     out.mkdir(parents=True, exist_ok=True)
+    # The settings outside the notebooks' own cells that change their runs: a chapter executed with
+    # another teacher or precision is not kept by `resume`.
+    env = profiles.environment(prof.name)
+    settings = {k: env[k] for k in ("precision", "teacher")}
+    settings_file = out / ".settings.json"
+    if resume and settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+        print(
+            f"not resuming: the chapters ran with {settings_file.read_text().strip()}", flush=True
+        )
+        resume = False
     kept = {}  # notebook name -> {"seconds", "finished"} of its execution kept by `resume`
     for nb in notebooks(notebooks_dir) if resume else []:
         if done := _reusable(out / nb.name, nb, prof.name):
@@ -102,12 +113,13 @@ def execute(
     for old in [*out.glob("*.ipynb"), out / INFO_FILE]:
         if old.name not in kept:
             old.unlink(missing_ok=True)
+    paths.atomic_write_bytes(settings_file, json.dumps(settings).encode())
     test = data.load("cifar10", "test", data_root, synthetic_fallback=prof.synthetic_fallback)
     info: dict = {
         "profile": prof.name,
         "data": test.source,
         "machine": machine(),
-        "environment": profiles.environment(prof.name),
+        "environment": env,
         "runs": str(paths.runs_dir()),
         "started": utc_now(),
         "notebooks": {},

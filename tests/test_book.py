@@ -427,6 +427,19 @@ def test_execute_resume_keeps_finished_notebooks_and_reruns_edited_ones(tmp_path
     assert log.read_text().endswith(" 02_b edited01_a ci 02_b edited")
 
 
+def test_resume_reruns_every_notebook_when_the_precision_or_teacher_changed(tmp_path, monkeypatch):
+    nbs, out, log = tmp_path / "notebooks", tmp_path / "book", tmp_path / "ran.txt"
+    nbs.mkdir()
+    _tiny_notebook(nbs / "01_a.ipynb", f"open({str(log)!r}, 'a').write('ran ')")
+    monkeypatch.delenv("IGKD_PRECISION", raising=False)
+    book.execute("ci", out, nbs)
+    book.execute("ci", out, nbs, resume=True)
+    assert log.read_text() == "ran "  # same settings: kept
+    monkeypatch.setenv("IGKD_PRECISION", "bf16")
+    book.execute("ci", out, nbs, resume=True)
+    assert log.read_text() == "ran ran "  # other precision: executed again
+
+
 # --- the committed table of contents, and a book built without `make book` -------------------------
 
 
