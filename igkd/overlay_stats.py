@@ -117,13 +117,9 @@ def paired_bootstrap(
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
-    """Holm-adjusted p-values and rejections at `alpha` (statsmodels' multipletests); NaNs stay
-    NaN and are not counted among the tests."""
-    from statsmodels.stats.multitest import multipletests
+    """`stats.holm`'s adjusted p-values and the rejections at `alpha` (adjusted p <= alpha, which
+    is Holm's step-down rule); NaNs stay NaN, are not counted among the tests and are not rejected."""
+    from igkd import stats
 
-    p = np.asarray(p_values, dtype=float)
-    adjusted, reject = np.full(p.shape, np.nan), np.zeros(p.shape, dtype=bool)
-    ok = ~np.isnan(p)
-    if ok.any():
-        reject[ok], adjusted[ok], _, _ = multipletests(p[ok], alpha=alpha, method="holm")
-    return adjusted, reject
+    adjusted = stats.holm(p_values, alpha)
+    return adjusted, np.nan_to_num(adjusted, nan=np.inf) <= alpha
