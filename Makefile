@@ -27,13 +27,14 @@ lint:
 # overrides the recipes' precision (IGKD_PRECISION; paper: fp32). The banner names both.
 # RESULTS=archive.tar.gz (from `igkd runs export`) first merges that archive's runs into the run
 # cache, so the notebooks reuse them, and tags runs made before runs recorded their purpose; the
-# book's banner then names the archive.
-reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=, TEACHER=, PRECISION=)
+# book's banner then names the archive. JOBS=2 executes two chapters at a time (each in its own
+# kernel; with OMP_NUM_THREADS=1 on 2 cores), which helps where chapters make many small runs.
+reproduce:  ## execute every notebook into book/executed/ with papermill (PROFILE=, RESUME=1, RESULTS=, TEACHER=, PRECISION=, JOBS=)
 	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs import $(RESULTS))
 	$(if $(RESULTS),$(PYTHON) -m igkd.cli runs migrate)
 	$(if $(TEACHER),IGKD_TEACHER=$(TEACHER)) $(if $(PRECISION),IGKD_PRECISION=$(PRECISION)) \
 		$(PYTHON) -m igkd.book execute --profile $(PROFILE) $(if $(RESUME),--resume) \
-		$(if $(RESULTS),--results $(RESULTS))
+		$(if $(RESULTS),--results $(RESULTS)) $(if $(JOBS),--jobs $(JOBS))
 
 book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or notebook error fails
 	$(PYTHON) -m igkd.book prepare

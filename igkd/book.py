@@ -73,6 +73,7 @@ def execute(
     data_root: str | Path | None = None,
     resume: bool = False,
     results: Path | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Execute every notebook with papermill into `<book_dir>/executed/` in one profile.
 
@@ -85,13 +86,15 @@ def execute(
     every notebook when the teacher or the precision differs from the last build's). Stops at the
     first notebook that fails (papermill writes the failed notebook, with its error, into
     executed/). `results`: the run-cache archive the runs were imported from (`make book
-    RESULTS=...` imports it first); its manifest is recorded, and the banner names it. Returns the
+    RESULTS=...` imports it first); its manifest is recorded, and the banner names it. `jobs`
+    notebooks run at once, started in order (a chapter that needs a run another one is making
+    waits on that run's lock, then reads it); after a failure no new notebook starts. Returns the
     build info.
     """
-    import papermill
-
     from igkd import data
 
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise BookError(f"jobs={jobs!r}; use a positive number of notebooks run at once")
     prof = profiles.get(profile)
     manifest = read_manifest(results) if results is not None else None
     out = Path(book_dir) / "executed"
@@ -127,27 +130,63 @@ def execute(
     if manifest is not None:  # what it says of itself, not its list of files
         info["results"] = {"archive": Path(results).name, "runs": len(manifest.get("runs") or [])}
         info["results"].update({k: manifest.get(k) for k in MANIFEST_KEYS})
+    todo = []
     for nb in notebooks(Path(notebooks_dir)):
         if nb.name in kept:
             info["notebooks"][nb.name] = kept[nb.name]
             print(f"kept {nb.name} ({prof.name}, executed {kept[nb.name]['finished']})", flush=True)
-            continue
-        print(f"executing {nb.name} ({prof.name})", flush=True)
-        started = time.perf_counter()
-        papermill.execute_notebook(
-            str(nb),
-            str(out / nb.name),
-            parameters={"profile": prof.name},
-            cwd=str(notebooks_dir),
-            kernel_name="python3",
-            progress_bar=False,
-        )
-        seconds = time.perf_counter() - started
-        info["notebooks"][nb.name] = {"seconds": round(seconds, 1), "finished": utc_now()}
-        print(f"  {seconds:.4g} s", flush=True)
+        else:
+            todo.append(nb)
+    for name, ran in _run_notebooks(todo, out, prof.name, Path(notebooks_dir), jobs).items():
+        info["notebooks"][name] = ran
+    info["notebooks"] = dict(sorted(info["notebooks"].items()))
     info["finished"] = utc_now()
     paths.atomic_write_bytes(out / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
     return info
+
+
+def _run_notebooks(
+    todo: list[Path], out: Path, profile: str, cwd: Path, jobs: int
+) -> dict[str, dict]:
+    """Execute `todo` into `out`, `jobs` at a time in order; {name: {"seconds", "finished"}} of
+    those that finished. The first failure (in notebook order) is raised once the running ones end.
+    Threads suffice: each papermill call drives its own kernel process."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import papermill
+
+    failed = threading.Event()
+
+    def one(nb: Path) -> dict | None:
+        if failed.is_set():  # another chapter failed: start nothing more
+            return None
+        print(f"executing {nb.name} ({profile})", flush=True)
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(out / nb.name),
+                parameters={"profile": profile},
+                cwd=str(cwd),
+                kernel_name="python3",
+                progress_bar=False,
+            )
+        except BaseException:
+            failed.set()
+            raise
+        seconds = time.perf_counter() - started
+        print(f"  {nb.name}: {seconds:.4g} s", flush=True)
+        return {"seconds": round(seconds, 1), "finished": utc_now()}
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, nb) for nb in todo]
+    for f in futures:  # in notebook order: the first failure is the one raised
+        if f.exception() is not None:
+            raise f.exception()
+    return {
+        nb.name: f.result() for nb, f in zip(todo, futures, strict=True) if f.result() is not None
+    }
 
 
 def _reusable(executed: Path, source: Path, profile: str) -> dict | None:
@@ -219,12 +258,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the run-cache archive the runs were imported from (its manifest goes in the banner)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks executed at once (each in its own kernel; 2 on 2 cores with one torch "
+        "thread per kernel, OMP_NUM_THREADS=1)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.step == "toc":
             print(f"wrote {write_toc(args.book)}")
         if args.step in ("execute", "all"):
-            execute(args.profile, args.book, resume=args.resume, results=args.results)
+            execute(
+                args.profile, args.book, resume=args.resume, results=args.results,
+                jobs=args.jobs,
+            )  # fmt: skip
         if args.step in ("prepare", "all"):
             prepare(args.book)
         if args.step in ("build", "all"):

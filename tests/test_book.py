@@ -42,7 +42,9 @@ def built(tmp_path_factory):
     ignore = shutil.ignore_patterns("_build", "executed", *book.GENERATED)
     shutil.copytree(book.BOOK_DIR, src, ignore=ignore)
     times, start = {}, time.perf_counter()
-    book.execute("ci", src)
+    # Two chapters at a time, one torch thread each (make test sets OMP_NUM_THREADS=1): the book
+    # was CI's longest path, run on one core while the other finished the unit tests.
+    book.execute("ci", src, jobs=2)
     times["execute"] = time.perf_counter() - start
     book.prepare(src)
     times["prepare"] = time.perf_counter() - start - times["execute"]
@@ -427,6 +429,46 @@ def test_execute_resume_keeps_finished_notebooks_and_reruns_edited_ones(tmp_path
     assert book._reusable(executed, nbs / "01_a.ipynb", "quick") is None  # another profile
     book.execute("ci", out, nbs)  # without resume everything runs again
     assert log.read_text().endswith(" 02_b edited01_a ci 02_b edited")
+
+
+def test_jobs_run_notebooks_side_by_side_and_stop_after_a_failure(tmp_path):
+    """`jobs=2`: two chapters run at once (each waits to see the other's mark); after one fails, no
+    later chapter starts, the failure is raised, and the one that finished beside it is kept."""
+    nbs, out = tmp_path / "notebooks", tmp_path / "book"
+    nbs.mkdir()
+    wait_for = (
+        "import pathlib, time\n"
+        "pathlib.Path({me!r}).touch()\n"
+        "t = time.time()\n"
+        "while not pathlib.Path({other!r}).exists():\n"
+        "    assert time.time() - t < 60, 'the other notebook never ran alongside'\n"
+        "    time.sleep(0.1)\n"
+    )
+    a, b = str(tmp_path / "a.mark"), str(tmp_path / "b.mark")
+    _tiny_notebook(nbs / "01_a.ipynb", wait_for.format(me=a, other=b))
+    _tiny_notebook(nbs / "02_b.ipynb", wait_for.format(me=b, other=a))
+    info = book.execute("ci", out, nbs, jobs=2)
+    assert list(info["notebooks"]) == ["01_a.ipynb", "02_b.ipynb"]
+
+    # 01_a fails; 02_b, beside it, ends only once 01_a's failure is written; 03_c must not start.
+    log, executed_a = tmp_path / "ran.txt", out / "executed" / "01_a.ipynb"
+    _tiny_notebook(nbs / "01_a.ipynb", "raise ValueError('chapter a broke')")
+    _tiny_notebook(
+        nbs / "02_b.ipynb",
+        "import pathlib, time\n"
+        "t = time.time()\n"
+        f"while 'chapter a broke' not in pathlib.Path({str(executed_a)!r}).read_text():\n"
+        "    assert time.time() - t < 60\n"
+        "    time.sleep(0.1)\n"
+        "time.sleep(1)\n",
+    )
+    _tiny_notebook(nbs / "03_c.ipynb", f"open({str(log)!r}, 'a').write('03_c')")
+    with pytest.raises(Exception, match="chapter a broke"):
+        book.execute("ci", out, nbs, jobs=2)
+    assert not log.exists()  # nothing starts after a failure
+    assert book._reusable(out / "executed" / "02_b.ipynb", nbs / "02_b.ipynb", "ci") is not None
+    with pytest.raises(BookError, match="jobs=0"):
+        book.execute("ci", out, nbs, jobs=0)
 
 
 def test_resume_reruns_every_notebook_when_the_precision_or_teacher_changed(tmp_path, monkeypatch):
