@@ -225,16 +225,29 @@ def load_published(
     return load_student(p)
 
 
-def load_teacher(path_or_url: str | Path, sha256: str | None = None) -> nn.Module:
-    """The teacher with weights from a huyvnphan-layout state_dict, by path or http(s) URL."""
+def teacher_file(path_or_url: str | Path, sha256: str | None = None, hint: str = "") -> Path:
+    """The local teacher state_dict file: an http(s) URL is downloaded once into
+    `<data>/checkpoints/teacher/`; a path must name a file. A given `sha256` that does not match
+    is refused. CheckpointError names the problem, followed by `hint`."""
     src = str(path_or_url)
     if re.match(r"https?://", src):
         dest = paths.data_dir() / "checkpoints" / "teacher" / src.rsplit("/", 1)[-1]
         path = dest if dest.is_file() else download(src, dest, sha256)
     else:
         path = Path(src).expanduser()
+        if not path.is_file():
+            raise CheckpointError(
+                f"teacher checkpoint {src!r} is not a file; pass the path of a state_dict (.pt) "
+                f"or an http(s) URL{hint}"
+            )
     if sha256 is not None and (got := sha256_of(path)) != sha256:
-        raise CheckpointError(f"{path} has SHA-256 {got}, expected {sha256}")
+        raise CheckpointError(f"{path} has SHA-256 {got}, expected {sha256}; not used")
+    return path
+
+
+def load_teacher(path_or_url: str | Path, sha256: str | None = None) -> nn.Module:
+    """The teacher with weights from a huyvnphan-layout state_dict, by path or http(s) URL."""
+    path = teacher_file(path_or_url, sha256)
     model = teacher()
     _load_into(model, read_state_dict(path), path)
     return model.eval()

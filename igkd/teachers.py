@@ -19,8 +19,8 @@ import os
 import re
 from pathlib import Path
 
-from igkd import checkpoints, data, paths, profiles, runs, train
-from igkd.errors import CheckpointError, ConfigError
+from igkd import checkpoints, data, profiles, runs, train
+from igkd.errors import ConfigError
 
 ENV = "IGKD_TEACHER"
 _PIN = re.compile(r"^(?P<src>.+?)#sha256=(?P<sha>[0-9a-fA-F]*)$")
@@ -55,19 +55,9 @@ def local_file(spec: str | Path) -> tuple[Path, str]:
     """(local path, SHA-256) of the teacher file `spec`: a URL is downloaded once into
     `<data>/checkpoints/teacher/`; a pinned hash that does not match is refused (CheckpointError)."""
     src, want = parse(spec)
-    if re.match(r"https?://", src):
-        dest = paths.data_dir() / "checkpoints" / "teacher" / src.rsplit("/", 1)[-1]
-        path = dest if dest.is_file() else checkpoints.download(src, dest, want)
-    else:
-        path = Path(src).expanduser()
-        if not path.is_file():
-            raise CheckpointError(
-                f"teacher_checkpoint {src!r} is not a file; pass the path of a state_dict (.pt) "
-                f"or an http(s) URL, or unset it (and ${ENV}) to use the profile's teacher run"
-            )
-    got = checkpoints.sha256_of(path)
-    if want is not None and got != want:
-        raise CheckpointError(f"{path} has SHA-256 {got}, expected {want}; not used")
+    hint = f", or unset it (and ${ENV}) to use the profile's teacher run"
+    path = checkpoints.teacher_file(src, want, hint)
+    got = want or checkpoints.sha256_of(path)  # teacher_file has checked a pinned hash
     return path.resolve(), got
 
 
