@@ -33,6 +33,7 @@ import json
 import os
 import re
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ FORMAT, SCHEMA = "igkd-runs", 2  # the newest schema read; an archive without a 
 MANIFEST = "manifest.json"
 # The executed book: its members' prefix, and its files (igkd.book's names; tests check they agree).
 BOOK, INFO_FILE, SUMMARY = "executed/", "_build_info.json", "summary.md"
+MODELS_USED = "_models_used.txt"  # igkd.book_info's: the models the chapters read back
 # ig_store.STORE_KIND and SAMPLE_KIND, not imported: ig_store imports torch, and this module stays
 # light so that `igkd runs ...` starts fast (tests check they agree).
 IG_KIND, SAMPLE_KIND = "ig_maps", "ig_sample"
@@ -210,6 +212,7 @@ def export_runs(
     runs_dir: Path | str | None = None,
     note: str | None = None,
     book: Path | str | None = None,
+    lean: bool = False,
 ) -> dict:
     """Write the finished runs of the run cache to the archive `out` (.tar.gz); return its manifest.
 
@@ -218,11 +221,13 @@ def export_runs(
     history, DONE and small result arrays. IG stores travel only with `ig=True` (or `ig_maps` in
     `kinds`), never without models; otherwise a sample of each goes (`ig_store.sample_store`). `book`: an executed book folder (`book/executed`) whose notebooks,
     `_build_info.json` and the `summary.md` beside it travel too (schema 2); ArchiveError when it
-    lacks its build info, a notebook of it failed or one is missing. The archive appears complete
-    or not at all (temp file, then os.replace).
+    lacks its build info, a notebook of it failed or one is missing. `lean` (needs `book`): model
+    weights travel only for the teachers and the runs whose models the book's chapters read back
+    (its `_models_used.txt`), with their floating tensors rounded to float16 (the manifest says
+    so per run); every other run travels as with `models=False`. Such an archive rebuilds its book
+    without training. The archive appears complete or not at all (temp file, then os.replace).
     """
     from igkd import profiles
-    from igkd.book import machine  # lazily: book is the notebook tooling
 
     root, out = _root(runs_dir), Path(out).expanduser()
     profile = profiles.resolve(profile) if profile is not None else None
@@ -235,6 +240,12 @@ def export_runs(
             "IG stores travel with their maps: --ig and --metrics-only exclude each other"
         )
     book_files = _book_files(Path(book).expanduser()) if book is not None else None
+    if lean and (book is None or not models or ig):
+        raise ArchiveError(
+            "--lean carries the models an executed book's chapters read: give --book, and "
+            "neither --metrics-only nor --ig"
+        )
+    used = _models_used(Path(book).expanduser()) if lean else set()
     chosen, stores = [], []
     for kind, h, run in _finished(root):
         if kind == IG_KIND:
@@ -245,8 +256,8 @@ def export_runs(
             chosen.append((kind, h, run))
     # After the students: the stores of the profile, or that a chosen student was trained on, go
     # along whole with `ig`, else as their samples (made now if missing; half a megabyte each).
-    used = {_config(run).get("ig_run") for _, _, run in chosen}
-    wanted = [s for s in stores if profile in (None, _profile(s[2], root)) or s[1] in used]
+    trained_on = {_config(run).get("ig_run") for _, _, run in chosen}
+    wanted = [s for s in stores if profile in (None, _profile(s[2], root)) or s[1] in trained_on]
     chosen = [c for c in chosen if c[0] != SAMPLE_KIND]  # derived from the stores: made below
     if ig:
         chosen += wanted
@@ -259,10 +270,56 @@ def export_runs(
         raise ArchiveError(f"no finished runs{which} to export in {root}")
 
     entries, members = [], []  # members: (name in the archive, file, {sha256, bytes})
-    for kind, h, run in chosen:
-        files = _hashed({rel: run / rel for rel in _files(run, models)})
-        entries.append({"kind": kind, "hash": h, "profile": _profile(run, root), "files": files})
-        members += [(f"{kind}/{h}/{rel}", run / rel, meta) for rel, meta in files.items()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".igkd-export-", dir=out.parent) as scratch:
+        for kind, h, run in chosen:
+            with_models = models and (not lean or kind == "teacher" or f"{kind}/{h}" in used)
+            sources = {rel: run / rel for rel in _files(run, with_models)}
+            entry: dict[str, Any] = {"kind": kind, "hash": h, "profile": _profile(run, root)}
+            if lean and "model.pt" in sources:
+                sources["model.pt"] = _half_copy(run, Path(scratch) / f"{kind}-{h}.pt")
+                entry["model_dtype"] = "float16"
+            entry["files"] = files = _hashed(sources)
+            entries.append(entry)
+            members += [(f"{kind}/{h}/{rel}", sources[rel], meta) for rel, meta in files.items()]
+        return _write(out, entries, members, profile, note, models, lean, book_files)
+
+
+def _models_used(executed: Path) -> set[str]:
+    """The "<kind>/<hash>" lines of the executed book's record of the models its chapters read."""
+    record = executed / MODELS_USED
+    if not record.is_file():
+        raise ArchiveError(
+            f"{executed} has no {MODELS_USED} (books executed before igkd recorded which models "
+            "the chapters read have none): execute it again with make book (without RESUME=1)"
+        )
+    return {line.strip() for line in record.read_text().splitlines() if line.strip()}
+
+
+def _half_copy(run: Path, dest: Path) -> Path:
+    """`run`'s model.pt, verified, re-saved at `dest` with floating tensors as float16."""
+
+    from igkd import runs
+
+    state = runs.open_run(run).load_torch("model.pt")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    dest.write_bytes(runs.envelope(half))
+    return dest
+
+
+def _write(
+    out: Path,
+    entries: list[dict],
+    members: list[tuple[str, Path, dict]],
+    profile: str | None,
+    note: str | None,
+    models: bool,
+    lean: bool,
+    book_files: dict[str, Path] | None,
+) -> dict:
+    """Write the manifest and `members` to `out` (temp file, then os.replace); the manifest."""
+    from igkd.book import machine  # lazily: book is the notebook tooling
+
     manifest = {
         "format": FORMAT,
         "schema": 1 if book_files is None else 2,
@@ -273,6 +330,7 @@ def export_runs(
         "profile": profile,
         "note": note,
         "metrics_only": not models,
+        **({"lean": True} if lean else {}),
         "runs": entries,
     }
     if book_files is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from igkd.book_info import (  # noqa: F401 (re-exported: book.BOOK_DIR, book.mac
     BOOK_DIR,
     INFO_FILE,
     MANIFEST_KEYS,
+    MODELS_USED,
     NOT_EXECUTED,
     NOTEBOOKS_DIR,
     RUN_IT,
@@ -117,6 +119,11 @@ def execute(
         if old.name not in kept:
             old.unlink(missing_ok=True)
     paths.atomic_write_bytes(settings_file, json.dumps(settings).encode())
+    # Which runs' models the chapters read back (kept chapters' reads stay recorded).
+    used = out / MODELS_USED
+    if not kept:
+        used.unlink(missing_ok=True)
+    used.touch()
     test = data.load("cifar10", "test", data_root, synthetic_fallback=prof.synthetic_fallback)
     info: dict = {
         "profile": prof.name,
@@ -137,8 +144,16 @@ def execute(
             print(f"kept {nb.name} ({prof.name}, executed {kept[nb.name]['finished']})", flush=True)
         else:
             todo.append(nb)
-    for name, ran in _run_notebooks(todo, out, prof.name, Path(notebooks_dir), jobs).items():
-        info["notebooks"][name] = ran
+    before = os.environ.get(paths.MODELS_USED_ENV)
+    os.environ[paths.MODELS_USED_ENV] = str(used.resolve())  # the kernels inherit it
+    try:
+        for name, ran in _run_notebooks(todo, out, prof.name, Path(notebooks_dir), jobs).items():
+            info["notebooks"][name] = ran
+    finally:
+        if before is None:
+            os.environ.pop(paths.MODELS_USED_ENV, None)
+        else:
+            os.environ[paths.MODELS_USED_ENV] = before
     info["notebooks"] = dict(sorted(info["notebooks"].items()))
     info["finished"] = utc_now()
     paths.atomic_write_bytes(out / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())

@@ -19,6 +19,7 @@ from igkd.errors import BookError
 BOOK_DIR = paths.REPO_ROOT / "book"
 NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"
 INFO_FILE = "_build_info.json"  # in <book>/executed/, written by `execute`
+MODELS_USED = "_models_used.txt"  # "<kind>/<hash>" of every model the chapters read back
 NOT_EXECUTED = "igkd_not_executed"  # notebook metadata of a chapter copied unexecuted
 MANIFEST_KEYS = ("created", "git_revision", "machine", "profile", "note", "igkd_version")
 RUN_IT = "run `make book PROFILE=quick` (or `PROFILE=ci`, seconds per notebook) to execute them"

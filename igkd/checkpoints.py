@@ -302,8 +302,9 @@ def _load_run(run) -> nn.Module:
     state = run.load_torch("model.pt")
     if state is None:
         raise CheckpointError(f"run {run.path} has no model.pt")
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # an archive's float16 weights are cast back to float32 here
     recipe = run.config.get("recipe", {})
     if "normalized" in recipe:  # the input space it was trained in
         model.normalized_inputs = bool(recipe["normalized"])
+    paths.note_model_used(run.kind, run.path.name)
     return model.eval()

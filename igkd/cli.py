@@ -101,6 +101,7 @@ def _runs_export(args: argparse.Namespace) -> None:
         runs_dir=args.runs,
         note=args.note,
         book=book,
+        lean=args.lean,
     )
     counts = Counter(r["kind"] for r in manifest["runs"])
     kinds = ", ".join(f"{k} {n}" for k, n in counts.items())
@@ -108,7 +109,9 @@ def _runs_export(args: argparse.Namespace) -> None:
     size = f"{n / 2**20:.1f} MiB" if n >= 2**20 / 10 else f"{n / 2**10:.1f} KiB"
     chapters = sum(name.endswith(".ipynb") for name in manifest.get("book", {}))
     with_book = f" and the executed book ({chapters} notebooks)" if "book" in manifest else ""
-    print(f"exported {len(manifest['runs'])} runs ({kinds}){with_book} to {out}, {size}")
+    halved = sum(r.get("model_dtype") == "float16" for r in manifest["runs"])
+    lean = f"; lean: {halved} models as float16, the rest metrics only" if args.lean else ""
+    print(f"exported {len(manifest['runs'])} runs ({kinds}){with_book} to {out}, {size}{lean}")
 
 
 def _runs_import(args: argparse.Namespace) -> None:
@@ -183,6 +186,12 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also carry the executed book: DIR's notebooks and _build_info.json, and the "
         "summary.md beside DIR (default DIR: book/executed); refused if a notebook failed",
+    )
+    ex.add_argument(
+        "--lean",
+        action="store_true",
+        help="with --book: models (as float16) only of the teachers and of the runs the book's "
+        "chapters read back; the other runs metrics-only. Rebuilds the book without training",
     )
     ex.set_defaults(func=_runs_export, ig=False)
     im = rsub.add_parser(

@@ -21,6 +21,17 @@ except ImportError:  # pragma: no cover - Windows: no locking, one process at a 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A file to which every model read back from a run appends "<kind>/<hash>": `igkd.book` points its
+# chapters' kernels at `<book>/executed/_models_used.txt`, so that a lean archive of the book
+# (`igkd runs export --book --lean`) carries exactly the models its chapters need.
+MODELS_USED_ENV = "IGKD_MODELS_USED"
+
+
+def note_model_used(kind: str, name: str) -> None:
+    """Append "kind/name" to $IGKD_MODELS_USED when it is set (one short line: an atomic append)."""
+    if target := os.environ.get(MODELS_USED_ENV):
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(f"{kind}/{name}\n")
 
 
 def data_dir() -> Path:

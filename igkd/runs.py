@@ -101,6 +101,23 @@ def _plain(value: Any) -> Any:
 PURPOSES_FILE = "purposes.json"
 
 
+def envelope(obj: Any, **meta: str) -> bytes:
+    """The bytes of `Run.save_torch`'s file for `obj`: {"igkd_envelope", "sha256", "payload" (the
+    torch.save bytes of `obj` as a uint8 tensor), **meta}, torch.saved."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = bytearray(buf.getbuffer())
+    wrapped = {
+        "igkd_envelope": _ENVELOPE_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(payload, dtype=torch.uint8),
+        **meta,
+    }
+    out = io.BytesIO()
+    torch.save(wrapped, out)
+    return out.getvalue()
+
+
 @dataclass(eq=False)
 class Run:
     """One run directory: its kind, its config and where it lives (`<runs>/<kind>/<hash>`)."""
@@ -161,18 +178,7 @@ class Run:
         torch.save bytes), **meta}, so the checksum and the data are replaced in one step: there is
         no moment at which a sidecar checksum belongs to another version of the file.
         """
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        payload = bytearray(buf.getbuffer())
-        envelope = {
-            "igkd_envelope": _ENVELOPE_FORMAT,
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "payload": torch.frombuffer(payload, dtype=torch.uint8),
-            **meta,
-        }
-        out = io.BytesIO()
-        torch.save(envelope, out)
-        paths.atomic_write_bytes(self.path / name, out.getvalue())
+        paths.atomic_write_bytes(self.path / name, envelope(obj, **meta))
 
     def _load_envelope(self, name: str) -> dict | None:
         file = self.path / name

@@ -462,6 +462,7 @@ def test_book_names_agree() -> None:
     from igkd import book
 
     assert archive.INFO_FILE == book.INFO_FILE and archive.SUMMARY in book.GENERATED
+    assert archive.MODELS_USED == book.MODELS_USED
 
 
 def test_book_round_trip_and_schema(tmp_path, monkeypatch, capsys) -> None:
@@ -543,6 +544,63 @@ def test_damaged_book_is_refused_and_nothing_is_written(tmp_path, monkeypatch, d
     assert files_under(dest) == {"executed/00_a.ipynb": b"stand-in"}, "nothing written"
     with pytest.raises(ArchiveError, match=message):
         archive.import_runs(bad, runs_dir=tmp_path / "r")
+
+
+def test_lean_archive_carries_only_the_models_the_chapters_read_as_float16(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    made = make_runs(tmp_path / "a", monkeypatch, students=2)
+    src = executed_book(tmp_path / "book")
+    read = f"student/{made['student0'].path.name}"
+    (src / archive.MODELS_USED).write_text(f"{read}\n{read}\n")  # read twice: listed once
+    out = tmp_path / "lean.tar.gz"
+    args = ["runs", "export", str(out), "--runs", str(tmp_path / "a"), "--book", str(src)]
+    assert cli.main([*args, "--lean"]) == 0
+    assert "lean: 2 models as float16, the rest metrics only" in capsys.readouterr().out
+
+    manifest = archive._read(out)
+    assert manifest["lean"] is True
+    by_hash = {r["hash"]: r for r in manifest["runs"]}
+    for name in ("teacher", "student0"):
+        entry = by_hash[made[name].path.name]
+        assert entry["model_dtype"] == "float16" and "model.pt" in entry["files"]
+    assert "model.pt" not in by_hash[made["student1"].path.name]["files"]
+    assert "model_dtype" not in by_hash[made["student1"].path.name]
+
+    archive.import_runs(out, runs_dir=tmp_path / "b")
+    back = runs.open_run(tmp_path / "b" / "student" / made["student0"].path.name)
+    w = back.load_torch("model.pt")["w"]
+    assert w.dtype == torch.float16 and torch.equal(w.float(), torch.arange(4.0))
+    assert not (tmp_path / "b" / "student" / made["student1"].path.name / "model.pt").exists()
+    assert not list(tmp_path.glob(".igkd-export-*"))  # the float16 copies were temporary
+
+
+def test_lean_export_needs_a_book_with_its_record(tmp_path, monkeypatch) -> None:
+    make_runs(tmp_path / "a", monkeypatch, students=1)
+    out = tmp_path / "lean.tar.gz"
+    with pytest.raises(ArchiveError, match="give --book"):
+        archive.export_runs(out, runs_dir=tmp_path / "a", lean=True)
+    src = executed_book(tmp_path / "book")  # executed before the record existed: none
+    with pytest.raises(ArchiveError, match="_models_used.txt"):
+        archive.export_runs(out, runs_dir=tmp_path / "a", book=src, lean=True)
+    assert not out.exists()
+
+
+def test_a_model_read_back_is_recorded_where_igkd_models_used_points(tmp_path, monkeypatch):
+    from igkd import checkpoints, models
+
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path / "runs"))
+
+    def train(run: runs.Run) -> dict:
+        run.save_torch("model.pt", models.teacher().state_dict())
+        return {}
+
+    run = runs.get_or_run("teacher", {"model": "teacher", "recipe": {"normalized": True}}, train)
+    checkpoints.load_model(run)  # not recorded: no IGKD_MODELS_USED
+    record = tmp_path / "used.txt"
+    monkeypatch.setenv(paths.MODELS_USED_ENV, str(record))
+    checkpoints.load_model(run)
+    assert record.read_text() == f"teacher/{run.path.name}\n"
 
 
 def test_export_refuses_a_broken_book(tmp_path, monkeypatch) -> None:

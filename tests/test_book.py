@@ -437,7 +437,8 @@ def test_jobs_run_notebooks_side_by_side_and_stop_after_a_failure(tmp_path):
     nbs, out = tmp_path / "notebooks", tmp_path / "book"
     nbs.mkdir()
     wait_for = (
-        "import pathlib, time\n"
+        "import os, pathlib, time\n"
+        "assert os.environ['IGKD_MODELS_USED'].endswith('_models_used.txt')\n"
         "pathlib.Path({me!r}).touch()\n"
         "t = time.time()\n"
         "while not pathlib.Path({other!r}).exists():\n"
@@ -449,6 +450,9 @@ def test_jobs_run_notebooks_side_by_side_and_stop_after_a_failure(tmp_path):
     _tiny_notebook(nbs / "02_b.ipynb", wait_for.format(me=b, other=a))
     info = book.execute("ci", out, nbs, jobs=2)
     assert list(info["notebooks"]) == ["01_a.ipynb", "02_b.ipynb"]
+    # Both kernels append the models they read to the build's record (igkd runs export --lean).
+    record = out / "executed" / book.MODELS_USED
+    assert record.is_file() and os.environ.get("IGKD_MODELS_USED") != str(record.resolve())
 
     # 01_a fails; 02_b, beside it, ends only once 01_a's failure is written; 03_c must not start.
     log, executed_a = tmp_path / "ran.txt", out / "executed" / "01_a.ipynb"
