@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PROFILE ?= auto
 
-.PHONY: setup test test-fast lint reproduce book book-check gpu-check clean
+.PHONY: setup test test-fast lint reproduce book book-check results-archive gpu-check clean
 
 setup:  ## install igkd, the notebooks' and the tests' dependencies into the current Python
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -42,6 +42,16 @@ book: reproduce  ## the Jupyter Book of the executed notebooks; any warning or n
 
 book-check:  ## open every page of the built book in headless Chromium (apt-get install chromium)
 	$(PYTHON) -m igkd.book check
+
+# The committed archive of a profile's book (results/, README "Results that travel"): the whole book
+# executed (resumable; the experiments' runs on two one-thread Dask workers, which suits 2 cores),
+# then its runs exported lean: metrics of every run, models only of the teachers and of the runs the
+# chapters read (float16), the IG maps' sample and the executed chapters. ARCHIVE= names the file.
+ARCHIVE ?= results/$(PROFILE)-book-$(shell date -u +%Y%m%d).tar.gz
+results-archive:  ## execute and build the book (RESUME=1 continues), then export it lean to ARCHIVE=
+	IGKD_WORKERS=$${IGKD_WORKERS:-2} $(MAKE) book PROFILE=$(PROFILE) RESUME=$(RESUME) JOBS=$(JOBS)
+	$(PYTHON) -m igkd.cli runs export $(ARCHIVE) --profile $(PROFILE) --book --lean \
+		--note "make results-archive PROFILE=$(PROFILE)"
 
 # On a CUDA machine: the CUDA-only tests, the paper recipes for a few hundred steps, fp32 against
 # AMP, per-epoch times and the paper book's projected GPU hours (under 10 minutes). ARGS= passes
