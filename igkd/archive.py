@@ -25,6 +25,7 @@ read. `extract_book` verifies the whole archive, then writes its book where `igk
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import hashlib
@@ -271,7 +272,13 @@ def export_runs(
 
     entries, members = [], []  # members: (name in the archive, file, {sha256, bytes})
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".igkd-export-", dir=out.parent) as scratch:
+    # Only a lean export writes files of its own (the float16 models), beside the archive.
+    scratch_dir = (
+        tempfile.TemporaryDirectory(prefix=".igkd-export-", dir=out.parent)
+        if lean
+        else contextlib.nullcontext(None)
+    )
+    with scratch_dir as scratch:
         for kind, h, run in chosen:
             with_models = models and (not lean or kind == "teacher" or f"{kind}/{h}" in used)
             sources = {rel: run / rel for rel in _files(run, with_models)}
@@ -298,7 +305,6 @@ def _models_used(executed: Path) -> set[str]:
 
 def _half_copy(run: Path, dest: Path) -> Path:
     """`run`'s model.pt, verified, re-saved at `dest` with floating tensors as float16."""
-
     from igkd import runs
 
     state = runs.open_run(run).load_torch("model.pt")
