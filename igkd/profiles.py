@@ -116,6 +116,7 @@ EXPERIMENT_KEYS = (
             "val_images",
             "workers",
             "n_boot",
+            "backend",
         )
     ),
 )

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from igkd import corruptions, models, profiles, report
+from igkd import corruptions, models, paths, profiles, report
 from igkd import robustness as R
 from igkd import robustness_eval as E
 from igkd.errors import ConfigError
@@ -142,6 +142,41 @@ def test_the_rest_is_evaluated(folder, synthetic):
     with pytest.warns(UserWarning, match="unreadable"):
         third = E.evaluate(found, s, progress=False)
     assert all(np.array_equal(third.correct[k], r.correct[k]) for k in r.correct)
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_onnx_runtime_backend_agrees_with_torch_and_keeps_its_own_cache(folder, synthetic):
+    """The same models and sets by ONNX Runtime: the same predictions, logits within 1e-3, a record
+    and logits cache of its own (torch's hashes unchanged), the ONNX file exported once and a
+    damaged one exported again."""
+    found, _ = E.gather("ci", folder, run_students="none", teacher=False)
+    kw = dict(
+        test_images=20, corruptions=["contrast"], severities=[2], jpeg_qualities=[50],
+        noise_sigmas=[8], val_images=20, n_boot=200,
+    )  # fmt: skip
+    s_torch, s_ort = E.settings("ci", **kw), E.settings("ci", backend="onnxruntime", **kw)
+    assert s_torch.backend == "torch" and E.settings("quick").backend == "onnxruntime"
+    torch_rec, ort_rec = E.planned_records(found, s_torch), E.planned_records(found, s_ort)
+    assert "backend" not in torch_rec[0].config and ort_rec[0].config["backend"] == "onnxruntime"
+    assert {r.path for r in torch_rec}.isdisjoint(r.path for r in ort_rec)
+    a, b = E.evaluate(found, s_torch, progress=False), E.evaluate(found, s_ort, progress=False)
+    for k in a.correct:
+        assert np.array_equal(a.correct[k], b.correct[k]), k
+    assert np.abs(a.logits[("clean", 0)] - b.logits[("clean", 0)]).max() < 1e-3
+    onnx_dir = paths.cache_dir() / "onnx"
+    files = sorted(onnx_dir.glob("*.onnx"))
+    assert len(files) == 2
+    logit_dirs = {p.name for p in (paths.cache_dir() / "logits").iterdir()}
+    assert len(logit_dirs) == 4 and sum(n.endswith("-onnxruntime") for n in logit_dirs) == 2
+    # a damaged export is made again, not used
+    files[0].write_bytes(b"not onnx")
+    key = files[0].stem
+    model = next(c.model for c in found if E.model_key(c.model) == key)
+    with pytest.warns(UserWarning, match="does not load"):
+        assert E.evaluation.onnx_file(model, key) == files[0]
+    assert files[0].stat().st_size > 1000
+    with pytest.raises(ConfigError, match="backend='tensorrt'"):
+        E.settings("ci", backend="tensorrt")
 
 
 def test_settings_follow_the_profile_and_refuse_bad_values():

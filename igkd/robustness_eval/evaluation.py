@@ -16,6 +16,7 @@ from torch import nn
 
 from igkd import corruptions as cifar_c
 from igkd import data, paths, pipeline, profiles, robustness, runs, train
+from igkd.errors import CheckpointError
 from igkd.robustness_eval.setup import (
     Candidate,
     Settings,
@@ -25,15 +26,68 @@ from igkd.robustness_eval.setup import (
 # --- logits, cached ------------------------------------------------------------------------------------
 
 
+ONNX_TOLERANCE = 1e-3  # max |logit difference| from torch that an ONNX export may have
+
+
+class Predictor:
+    """Logits of one model by `backend` ("torch" or "onnxruntime"), the ONNX file and session made
+    only when first needed. `key` is the model's `model_key`, which names its cache files."""
+
+    def __init__(self, model: nn.Module, key: str, backend: str = "torch") -> None:
+        self.model, self.key, self.backend, self._session = model, key, backend, None
+
+    @property
+    def cache_key(self) -> str:
+        """The logits cache's folder name: torch's logits and ONNX Runtime's are kept apart."""
+        return self.key if self.backend == "torch" else f"{self.key}-{self.backend}"
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        if self.backend == "torch":
+            z = train.predict(self.model, images)
+        else:
+            from igkd import onnx_export
+
+            if self._session is None:
+                self._session = onnx_export.onnx_session(onnx_file(self.model, self.key))
+            z = onnx_export.onnx_predict(self._session, images)
+        return z.numpy().astype(np.float32)
+
+
+def onnx_file(model: nn.Module, key: str) -> Path:
+    """`<runs>/cache/onnx/<key>.onnx`, `model` exported to fp32 ONNX once and reused. A file that
+    does not load, or whose logits differ from torch's by more than ONNX_TOLERANCE on random
+    images, is exported again; an export that still differs raises CheckpointError."""
+    from igkd import onnx_export
+
+    path = paths.cache_dir() / "onnx" / f"{key}.onnx"
+    if path.is_file():
+        try:
+            if onnx_export.max_logit_difference(model, path) <= ONNX_TOLERANCE:
+                return path
+            why = "its logits differ from the model's"
+        except Exception as e:  # onnxruntime's errors have no common base class
+            why = f"it does not load ({type(e).__name__})"
+        warnings.warn(f"ONNX cache {path}: {why}; exporting again", stacklevel=3)
+    onnx_export.export_onnx(model, path, description=f"robustness model {key}")
+    diff = onnx_export.max_logit_difference(model, path)
+    if diff > ONNX_TOLERANCE:
+        raise CheckpointError(
+            f"the ONNX export of model {key} differs from torch by {diff:.3g} in a logit "
+            f"(tolerance {ONNX_TOLERANCE}); evaluate with backend='torch'"
+        )
+    return path
+
+
 def logits(
-    model: nn.Module, images: torch.Tensor, fingerprint: str, key: str | None = None
+    model: nn.Module | Predictor, images: torch.Tensor, fingerprint: str, key: str | None = None
 ) -> np.ndarray:
     """(N, 10) float32 logits of `model` on uint8 `images` (N, 3, 32, 32), from
-    `<runs>/cache/logits/<model key>/<fingerprint>.npy` when there, else `train.predict` (batched,
-    in the model's input space) and stored. `fingerprint` names the images (and their labels),
-    e.g. a `data.Dataset`'s."""
-    key = key or model_key(model)
-    path = paths.cache_dir() / "logits" / key / f"{fingerprint}.npy"
+    `<runs>/cache/logits/<model key>/<fingerprint>.npy` when there, else computed (a plain model:
+    `train.predict`, batched, in the model's input space; a `Predictor`: by its backend, cached
+    apart) and stored. `fingerprint` names the images (and their labels), e.g. a
+    `data.Dataset`'s."""
+    predict = model if isinstance(model, Predictor) else Predictor(model, key or model_key(model))
+    path = paths.cache_dir() / "logits" / predict.cache_key / f"{fingerprint}.npy"
     if path.is_file():
         try:
             z = np.load(path)
@@ -41,7 +95,7 @@ def logits(
                 return z
         except (OSError, ValueError):
             pass  # damaged: recompute
-    z = train.predict(model, images).numpy().astype(np.float32)
+    z = predict(images)
     buf = io.BytesIO()
     np.save(buf, z)
     try:
@@ -179,6 +233,8 @@ def planned_records(
         "reliability": _set_name(s.reliability),
         "seed": s.seed,
         "corruptions_version": cifar_c.VERSION,
+        # torch's records keep the hashes they had before ONNX Runtime became a choice
+        **({} if s.backend == "torch" else {"backend": s.backend}),
     }
     return [
         runs.Run.for_config(RECORD_KIND, {"model": model_key(c.model), **common}) for c in found
@@ -201,15 +257,16 @@ def _measure(
 
     labels = test.labels.numpy().astype(np.int64)
     out: list[dict] = [{"correct": [], "ece": [], "ece_t": []} for _ in found]
-    for i, c in enumerate(found):
-        z = logits(c.model, val.images, val.fingerprint, keys[i])
+    predictors = [Predictor(c.model, k, s.backend) for c, k in zip(found, keys, strict=True)]
+    for i in range(len(found)):
+        z = logits(predictors[i], val.images, val.fingerprint)
         y = val.labels.numpy()
         out[i]["temperature"] = np.float64(robustness.fit_temperature(z, y))
         out[i]["val_accuracy"] = np.float64(100.0 * float((z.argmax(1) == y).mean()))
     with tqdm(total=s.sets, desc="test sets", disable=not progress or not found) as bar:
         for key, images, fp in _sets(s, test) if found else ():
-            for i, c in enumerate(found):
-                z, t = logits(c.model, images, fp, keys[i]), out[i]["temperature"]
+            for i in range(len(found)):
+                z, t = logits(predictors[i], images, fp), out[i]["temperature"]
                 out[i]["correct"].append(z.argmax(1) == labels)
                 out[i]["ece"].append(robustness.ece(z, labels, from_logits=True))
                 out[i]["ece_t"].append(robustness.ece(z / t, labels, from_logits=True))
