@@ -146,10 +146,12 @@ PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
         description="seconds per notebook: a small stratified subset, synthetic data if no CIFAR-10",
-        # 500 + 500 images: only the code paths are under test here. With 2,000 + 1,000 a ci student
-        # run took ~2 min on one thread of a 2-core AVX2 CPU, and CI's ~20 runs ~50 min.
-        train_size=500,
-        test_size=500,
+        # 250 + 250 images: only the code paths are under test here. With 2,000 + 1,000 a ci student
+        # run took ~2 min on one thread of a 2-core AVX2 CPU, and CI's ~20 runs ~50 min; with
+        # 500 + 500 a KD_IG run still took 25-35 s there (15-20 s of it training), and the ci book
+        # makes about 60 runs. Training and scoring cost in proportion to the images.
+        train_size=250,
+        test_size=250,
         synthetic_fallback=True,
         eval_batch_size=500,
         teacher_recipe=dict(
@@ -162,10 +164,10 @@ PROFILES: dict[str, Profile] = {
             warmup=0.25,
             normalized=True,
         ),
-        # 500 images x 1 step (the midpoint rule): a few seconds, enough to exercise the store and
-        # the overlay; 2 steps take 18 s, too much for a notebook that must run in well under 1 min.
+        # 250 images x 1 step (the midpoint rule): seconds, enough to exercise the store and the
+        # overlay; two chunks, so a kill between them is exercised too.
         ig_n_steps=1,
-        ig_batch_size=250,
+        ig_batch_size=125,
         ig_chunk_size=32,
         student_recipe=dict(epochs=1, batch_size=64, optimizer="adam", lr=1e-3),
         # Enough to exercise every code path (paired tests need 2 seeds, the sweep 2 sizes); each
