@@ -120,10 +120,11 @@ def settings(
 ) -> Settings:
     """The chapter's settings: each argument if given, else the profile's
     `experiments["robustness_<name>"]`, else `DEFAULTS` (ci: 50 test images, the 15 benchmark
-    corruptions at severity 3, one process; otherwise the whole test set, all 19 at 1-5,
-    every CPU, logits by ONNX Runtime). `corruptions` are names of `igkd.corruptions.CORRUPTIONS`; `reliability` is
-    "name:severity" or a tuple (default: gaussian_noise, or the first corruption, at the severity
-    nearest 3). Raises ConfigError for a bad value before anything is computed."""
+    corruptions at severity 3, one process, torch; otherwise the whole test set, all 19 at 1-5,
+    every CPU, ONNX Runtime). `corruptions` are names of `igkd.corruptions.CORRUPTIONS`;
+    `reliability` is "name:severity" or a tuple (default: gaussian_noise, or the first corruption,
+    at the severity nearest 3); `backend` is one of BACKENDS. Raises ConfigError for a bad value
+    before anything is computed."""
     prof = profiles.get(profile)
     base = DEFAULTS["ci" if prof.name == "ci" else "default"]
 
