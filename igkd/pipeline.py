@@ -165,25 +165,32 @@ def ig_run(
     fold_bn: bool = False,
     data_root: str | Path | None = None,
     progress: bool = True,
+    _plan: bool = False,
 ) -> runs.Run:
     """The finished IG-map store for the profile's training set (computed now if missing).
 
     The maps are the IG of `teacher` (default: `teacher_run(profile, seed, teacher_checkpoint=)`,
     the given file's run or the profile's own, trained if missing) on the profile's training
     images in dataset order; `n_steps` None takes the profile's `ig_n_steps`. Read them with
-    `load_ig_maps(run, train_data, teacher_run)` or `ig_maps(...)`.
+    `load_ig_maps(run, train_data, teacher_run)`.
     """
     prof = profiles.get(profile)
     if teacher is None:
-        teacher = teacher_run(
-            prof.name, seed, data_root=data_root, progress=progress,
-            teacher_checkpoint=teacher_checkpoint,
-        )  # fmt: skip
+        given = {"teacher_checkpoint": teacher_checkpoint}
+        teacher = (
+            planned_teacher(prof.name, seed, data_root, **given)
+            if _plan
+            else teacher_run(prof.name, seed, data_root=data_root, progress=progress, **given)
+        )
     train_ds, _ = datasets(prof, data_root)
+    steps = n_steps if n_steps is not None else prof.ig_n_steps
+    if _plan:
+        config = ig_config(teacher.path.name, train_ds, steps, method, baseline, precision, fold_bn)
+        return runs.Run.for_config(STORE_KIND, config)
     return precompute_ig(
         teacher,
         train_ds,
-        n_steps=n_steps if n_steps is not None else prof.ig_n_steps,
+        n_steps=steps,
         method=method,
         baseline=baseline,
         precision=precision,
@@ -194,28 +201,10 @@ def ig_run(
     )
 
 
-def planned_ig(
-    profile: str | None = None,
-    seed: int = 0,
-    *,
-    teacher: runs.Run | None = None,
-    teacher_checkpoint: str | Path | None = None,
-    n_steps: int | None = None,
-    method: str = "gausslegendre",
-    baseline: str = "normalized-zero",
-    precision: str = "fp32",
-    fold_bn: bool = False,
-    data_root: str | Path | None = None,
-) -> runs.Run:
-    """`ig_run`'s store as the cache names it, finished or not; nothing is trained or computed."""
-    prof = profiles.get(profile)
-    teacher = teacher or planned_teacher(
-        prof.name, seed, data_root, teacher_checkpoint=teacher_checkpoint
-    )
-    train_ds, _ = datasets(prof, data_root)
-    steps = n_steps if n_steps is not None else prof.ig_n_steps
-    config = ig_config(teacher.path.name, train_ds, steps, method, baseline, precision, fold_bn)
-    return runs.Run.for_config(STORE_KIND, config)
+def planned_ig(profile: str | None = None, seed: int = 0, **settings: Any) -> runs.Run:
+    """`ig_run`'s store as the cache names it, finished or not; nothing is trained or computed
+    (only the data is read, for its fingerprint). `settings` are `ig_run`'s keyword arguments."""
+    return ig_run(profile, seed, **settings, _plan=True)
 
 
 def ig_maps_for_figures(
@@ -240,25 +229,6 @@ def ig_maps_for_figures(
     if not store.done and sample_ok and sample.done:
         return sample, load_ig_maps(sample, train_ds, store.config["teacher_run"])
     return _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)
-
-
-def ig_maps(
-    profile: str | None = None,
-    seed: int = 0,
-    *,
-    data_root: str | Path | None = None,
-    progress: bool = True,
-    **settings: object,
-) -> np.ndarray:
-    """The IG maps (N, 32, 32) float16 of the profile's training set, read-only memory-mapped.
-
-    `settings` are `ig_run`'s keyword arguments (teacher, teacher_checkpoint, n_steps, method,
-    baseline, precision, fold_bn).
-    """
-    prof = profiles.get(profile)
-    train_ds, _ = datasets(prof, data_root)
-    teacher = settings.pop("teacher", None)
-    return _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)[1]
 
 
 def _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings):

@@ -389,7 +389,7 @@ def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> Non
         raise AssertionError("trained or computed a prerequisite of an imported student")
 
     monkeypatch.setattr(pipeline, "teacher_run", boom)
-    monkeypatch.setattr(pipeline, "ig_run", boom)
+    monkeypatch.setattr(pipeline, "precompute_ig", boom)
     config = {"compression": 4.1, "method": "KD_IG", "profile": "ci", "progress": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -412,7 +412,7 @@ def test_lean_archive_carries_a_sample_of_the_ig_store(tiny, monkeypatch) -> Non
     def boom(*args, **kwargs):
         raise AssertionError("trained or computed for a figure the archive can serve")
 
-    monkeypatch.setattr(pipeline, "ig_run", boom)
+    monkeypatch.setattr(pipeline, "precompute_ig", boom)
     profile = student.metrics["environment"]["profile"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # synthetic data
