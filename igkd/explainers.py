@@ -33,8 +33,8 @@ from igkd.data import CIFAR10_STD, normalize
 from igkd.errors import ConfigError
 from igkd.models import input_space
 
-# Method key -> how tables and figures name it.
-METHODS: dict[str, str] = {
+# Attribution method key -> its name in tables and figures (paper.METHODS: distillation methods).
+EXPLAINERS: dict[str, str] = {
     "integrated_gradients": "IG (IntegratedGradients)",
     "saliency": "vanilla gradients (Saliency)",
     "smoothgrad": "SmoothGrad (NoiseTunnel)",
@@ -127,8 +127,8 @@ def differentiable(model: nn.Module) -> nn.Module:
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r}; use one of {', '.join(METHODS)}")
+    if method not in EXPLAINERS:
+        raise ConfigError(f"method={method!r}; use one of {', '.join(EXPLAINERS)}")
 
 
 def _inputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -213,8 +213,8 @@ def explain(
 
     `images` uint8 (N, 3, H, W) or float in [0, 1], fed in the model's input space
     (`models.input_space`: CIFAR-normalised for the teacher); `targets` (N,) class indices or one
-    int. `method` one of `METHODS`. Returns (N, H, W) float32 on the CPU: the sum over channels of
-    |attribution| (LayerConductance: at its layer, upsampled to (H, W) by nearest neighbour).
+    int. `method` one of `EXPLAINERS`. Returns (N, H, W) float32 on the CPU: the sum over channels
+    of |attribution| (LayerConductance: at its layer, upsampled to (H, W) by nearest neighbour).
     The model is put in eval mode. ConfigError for an unknown method or bad input.
     """
     _check_method(method)
@@ -267,7 +267,7 @@ class Comparison:
         """One row per method: what it is, its settings, passes and ms per image, agreement."""
         return [
             {
-                "method": METHODS[m],
+                "method": EXPLAINERS[m],
                 "settings": self.settings.describe(m),
                 "passes per image": self.passes[m],
                 "ms per image": self.ms_per_image[m],
@@ -303,7 +303,7 @@ def compare(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
-    methods: tuple[str, ...] | list[str] = tuple(METHODS),
+    methods: tuple[str, ...] | list[str] = tuple(EXPLAINERS),
     settings: Settings | None = None,
 ) -> Comparison:
     """Every method of `methods` on the same `images` and `targets` (see `explain`), timed.
@@ -314,7 +314,7 @@ def compare(
     with the IG map of the same image.
     """
     if not methods:
-        raise ConfigError("methods is empty; name at least one of " + ", ".join(METHODS))
+        raise ConfigError("methods is empty; name at least one of " + ", ".join(EXPLAINERS))
     for m in methods:
         _check_method(m)
     s = settings or Settings()

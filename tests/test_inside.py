@@ -128,7 +128,7 @@ class Tiny(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
-@pytest.mark.parametrize("method", list(explainers.METHODS))
+@pytest.mark.parametrize("method", list(explainers.EXPLAINERS))
 def test_every_explainer_gives_one_map_per_image(method):
     torch.manual_seed(0)
     model, images = Tiny(), torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
@@ -165,8 +165,8 @@ def test_compare_times_every_method_and_ranks_against_ig():
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     s = explainers.Settings(n_steps=2, nt_samples=2, shap_samples=2)
     c = explainers.compare(Tiny(), images, torch.tensor([0, 1]), settings=s)
-    assert set(c.maps) == set(explainers.METHODS) and all(v > 0 for v in c.ms_per_image.values())
-    assert set(c.agreement) == set(explainers.METHODS) - {"integrated_gradients"}
+    assert set(c.maps) == set(explainers.EXPLAINERS) and all(v > 0 for v in c.ms_per_image.values())
+    assert set(c.agreement) == set(explainers.EXPLAINERS) - {"integrated_gradients"}
     assert c.passes == {
         "integrated_gradients": 2,
         "saliency": 1,
