@@ -222,11 +222,12 @@ def export_runs(
     history, DONE and small result arrays. IG stores travel only with `ig=True` (or `ig_maps` in
     `kinds`), never without models; otherwise a sample of each goes (`ig_store.sample_store`). `book`: an executed book folder (`book/executed`) whose notebooks,
     `_build_info.json` and the `summary.md` beside it travel too (schema 2); ArchiveError when it
-    lacks its build info, a notebook of it failed or one is missing. `lean` (needs `book`): model
-    weights travel only for the teachers and the runs whose models the book's chapters read back
+    lacks its build info, a notebook of it failed or one is missing. `lean`: model weights travel
+    only for the teachers and, with `book`, the runs whose models the book's chapters read back
     (its `_models_used.txt`), with their floating tensors rounded to float16 (the manifest says
-    so per run); every other run travels as with `models=False`. Such an archive rebuilds its book
-    without training. The archive appears complete or not at all (temp file, then os.replace).
+    so per run); every other run travels as with `models=False`. With `book` such an archive
+    rebuilds its book without training; without, it carries a study's metrics with the teacher
+    that the next runs distil from (a few MB), so a study cut short resumes elsewhere. The archive appears complete or not at all (temp file, then os.replace).
     """
     from igkd import profiles
 
@@ -241,12 +242,12 @@ def export_runs(
             "IG stores travel with their maps: --ig and --metrics-only exclude each other"
         )
     book_files = _book_files(Path(book).expanduser()) if book is not None else None
-    if lean and (book is None or not models or ig):
+    if lean and (not models or ig):
         raise ArchiveError(
-            "--lean carries the models an executed book's chapters read: give --book, and "
-            "neither --metrics-only nor --ig"
+            "--lean carries the teachers' models (and an executed book's): it excludes "
+            "--metrics-only and --ig"
         )
-    used = _models_used(Path(book).expanduser()) if lean else set()
+    used = _models_used(Path(book).expanduser()) if lean and book is not None else set()
     chosen, stores = [], []
     for kind, h, run in _finished(root):
         if kind == IG_KIND:

@@ -190,8 +190,9 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     ex.add_argument(
         "--lean",
         action="store_true",
-        help="with --book: models (as float16) only of the teachers and of the runs the book's "
-        "chapters read back; the other runs metrics-only. Rebuilds the book without training",
+        help="models (as float16) only of the teachers and, with --book, of the runs the book's "
+        "chapters read back; the other runs metrics-only. With --book it rebuilds the book "
+        "without training; without, a cut-short study travels with its teacher",
     )
     ex.set_defaults(func=_runs_export, ig=False)
     im = rsub.add_parser(

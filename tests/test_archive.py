@@ -575,11 +575,28 @@ def test_lean_archive_carries_only_the_models_the_chapters_read_as_float16(
     assert not list(tmp_path.glob(".igkd-export-*"))  # the float16 copies were temporary
 
 
-def test_lean_export_needs_a_book_with_its_record(tmp_path, monkeypatch) -> None:
+def test_lean_export_without_a_book_carries_only_the_teachers_models(tmp_path, monkeypatch):
+    """A study cut short travels with the teacher its next runs distil from, and metrics."""
+    made = make_runs(tmp_path / "a", monkeypatch, students=2)
+    out = tmp_path / "lean.tar.gz"
+    manifest = archive.export_runs(out, runs_dir=tmp_path / "a", lean=True)
+    by_hash = {r["hash"]: r for r in manifest["runs"]}
+    teacher = by_hash[made["teacher"].path.name]
+    assert teacher["model_dtype"] == "float16" and "model.pt" in teacher["files"]
+    for name in ("student0", "student1"):
+        assert "model.pt" not in by_hash[made[name].path.name]["files"]
+    assert manifest["lean"] is True and "book" not in manifest
+    for bad in ({"models": False}, {"ig": True}):
+        with pytest.raises(ArchiveError, match="excludes --metrics-only and --ig"):
+            archive.export_runs(tmp_path / "x.tar.gz", runs_dir=tmp_path / "a", lean=True, **bad)
+    archive.import_runs(out, runs_dir=tmp_path / "b")
+    back = runs.open_run(tmp_path / "b" / "teacher" / made["teacher"].path.name)
+    assert back.load_torch("model.pt")["w"].dtype == torch.float16
+
+
+def test_lean_export_with_a_book_needs_its_record(tmp_path, monkeypatch) -> None:
     make_runs(tmp_path / "a", monkeypatch, students=1)
     out = tmp_path / "lean.tar.gz"
-    with pytest.raises(ArchiveError, match="give --book"):
-        archive.export_runs(out, runs_dir=tmp_path / "a", lean=True)
     src = executed_book(tmp_path / "book")  # executed before the record existed: none
     with pytest.raises(ArchiveError, match="_models_used.txt"):
         archive.export_runs(out, runs_dir=tmp_path / "a", book=src, lean=True)
