@@ -107,8 +107,10 @@ def table(
     ablation_methods: int = 4,
 ) -> pd.DataFrame:
     """One row per regime: accuracy, seed sd, the paired difference treatment - reference with its
-    CI and p, the seeds needed for each of EFFECTS, the CPU cost of a run, and what the quick
-    ablation (`ablation_methods` methods x n seeds, at least 3) reaches within `budget_hours`.
+    CI and p, the seeds needed for each of EFFECTS, the CPU cost of a run (training and per-epoch
+    scoring; training only for runs made before igkd recorded scoring time, as `cost counts`
+    says), and what the quick ablation (`ablation_methods` methods x n seeds, at least 3) reaches
+    within `budget_hours`.
 
     Without treatment runs the sd of the paired difference is estimated as sqrt(2) x the
     reference's seed sd (independent seeds), and the row says so in `sd_source`.
@@ -120,7 +122,9 @@ def table(
         s = score(_history(e), min(last, int(e["epochs"])))
         scores.setdefault(r.name, {}).setdefault(e["method"], {})[e["config"]["seed"]] = s
         threads = e.get("environment", {}).get("threads") or 1
-        seconds.setdefault(r.name, []).append(float(e["train_seconds"]) * threads)
+        scored = "eval_seconds" in e  # recorded since igkd 2026-12-03; scoring is part of the cost
+        spent = float(e["train_seconds"]) + (float(e["eval_seconds"]) if scored else 0.0)
+        seconds.setdefault(r.name, []).append((scored, spent * threads))
     rows = []
     for r in regimes:
         if r.name not in scores:
@@ -160,8 +164,11 @@ def table(
             row["sd_source"] = "every run scored the same: no scatter to estimate"
         for eff in EFFECTS:
             row[f"seeds for {eff:g} pp"] = stats.seeds_needed(sd, eff) if sd > 0 else None
-        cost = float(np.mean(seconds[r.name])) / 3600
+        # Runs that recorded their scoring time give the whole cost; older ones only training's.
+        full = [t for scored, t in seconds[r.name] if scored]
+        cost = float(np.mean(full or [t for _, t in seconds[r.name]])) / 3600
         row["CPU hours per run"] = cost
+        row["cost counts"] = "training and scoring" if full else "training only (older runs)"
         n_budget = max(3, int(budget_hours / (ablation_methods * cost))) if cost > 0 else 3
         row["ablation seeds in budget"] = n_budget
         row["ablation half-width (pp)"] = stats.half_width(sd, n_budget) if sd == sd else math.nan

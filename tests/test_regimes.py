@@ -64,9 +64,21 @@ def test_power_table_pairs_seeds_and_counts_what_is_needed(tmp_path):
     assert row["difference (pp)"] == pytest.approx(2.2)
     assert row["seeds"] == 3
     assert row["CPU hours per run"] == pytest.approx(108 / 3600)
+    assert row["cost counts"] == "training only (older runs)"
     # 1 h over 4 methods at 0.03 h per run: 8 seeds
     assert row["ablation seeds in budget"] == 8
     assert "paired KD_IG - student" in row["sd_source"]
+
+
+def test_a_runs_cost_counts_its_scoring_when_recorded(tmp_path):
+    """Per-epoch scoring is part of what a regime costs; runs that recorded it set the cost."""
+    entries = _study(tmp_path, gap=2.0, noise=[0.0, 1.0, -1.0])
+    for e in entries[:2]:
+        e["eval_seconds"] = 72.0  # 108 s of training + 72 s of scoring
+    row = regimes.table(entries, [SMALL], budget_hours=1.0).loc["small"]
+    assert row["CPU hours per run"] == pytest.approx(180 / 3600)
+    assert row["cost counts"] == "training and scoring"
+    assert row["ablation seeds in budget"] == 5  # 1 h / (4 x 0.05 h)
 
 
 def test_without_treatment_runs_the_sd_comes_from_the_student(tmp_path):

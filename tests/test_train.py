@@ -44,6 +44,17 @@ def test_fit_learns_and_reports_final_and_best():
     for k in ("final_test_accuracy", "best_test_accuracy", "best_test_epoch", "final_val_accuracy"):
         assert k in m
     assert m["best_test_accuracy"] >= m["final_test_accuracy"]
+    # scoring is timed apart from training, since a run's cost is both
+    assert 0 < m["eval_seconds"] and 0 < m["train_seconds"]
+
+
+def test_a_run_resumed_from_history_without_scoring_times_reports_none():
+    """Histories written before igkd timed scoring give no total rather than a partial one."""
+    rows = [{"epoch": 1, "train_accuracy": 50.0, "images_per_second": 9.0}]
+    assert "eval_seconds" not in train._summary(rows, 1.0, "fp32")
+    rows.append({**rows[0], "epoch": 2, "eval_seconds": 2.5})
+    assert "eval_seconds" not in train._summary(rows, 2.0, "fp32")
+    assert train._summary(rows[1:], 1.0, "fp32")["eval_seconds"] == 2.5
 
 
 def test_fit_reports_the_final_models_per_class_accuracy(tmp_path):
@@ -95,9 +106,10 @@ print(json.dumps(runs.get_or_run("toy", {"x": 1}, compute).metrics))
 
 def _history(root):
     (path,) = (root / "toy").iterdir()
-    rows = (path / "history.csv").read_text().splitlines()
-    # seconds and images/s are wall-clock measurements; everything else must match exactly
-    return [",".join(c for i, c in enumerate(r.split(",")) if i not in (4, 5)) for r in rows]
+    rows = [r.split(",") for r in (path / "history.csv").read_text().splitlines()]
+    # the times and images/s are wall-clock measurements; everything else must match exactly
+    clock = {rows[0].index(c) for c in ("seconds", "images_per_second", "eval_seconds")}
+    return [",".join(c for i, c in enumerate(r) if i not in clock) for r in rows]
 
 
 def test_killed_training_resumes_to_the_same_result(tmp_path):
