@@ -297,8 +297,9 @@ PROFILES: dict[str, Profile] = {
             # Training CPU-hours the quick ablation (4 methods) may take within the ~4 h book.
             regime_budget_hours=2.0,
             # Chapter 10 on a stratified 1,000 of the 10,000 test images: the seven published
-            # students at all 19 x 5 corruptions and both sweeps took 49 min of inference on one
-            # loaded core (274 img/s); all 10,000 would take hours. Family CI about +-0.7 pp.
+            # students at all 19 x 5 corruptions and both sweeps took 19 min in all on a 2-core
+            # AVX2 EPYC (ONNX Runtime, 758 img/s); all 10,000 would take about 3 hours there.
+            # Family CI about +-0.7 pp.
             robustness_test_images=1000,
             # Chapter 12: small CNNs on a stratified 10,000 training images, 8 epochs each, IG at
             # 8 steps: a few minutes on 2 cores.
