@@ -227,7 +227,8 @@ def export_runs(
     (its `_models_used.txt`), with their floating tensors rounded to float16 (the manifest says
     so per run); every other run travels as with `models=False`. With `book` such an archive
     rebuilds its book without training; without, it carries a study's metrics with the teacher
-    that the next runs distil from (a few MB), so a study cut short resumes elsewhere. The archive appears complete or not at all (temp file, then os.replace).
+    that the next runs distil from (a few MB), so a study cut short resumes elsewhere. The
+    archive appears complete or not at all (temp file, then os.replace).
     """
     from igkd import profiles
 
