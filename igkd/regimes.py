@@ -42,6 +42,17 @@ def regimes_for(profile: str | None, names: Sequence[str] | None = None) -> list
     return [by_name[n] for n in names]
 
 
+def in_use(profile: str | None, regimes: Sequence[Regime]) -> Regime | None:
+    """The regime the profile's experiments (chapters 04-06: the 4.1x student at
+    `experiment_epochs` on `experiment_data_share`) train in, or None if none of `regimes` is."""
+    epochs, _ = experiments.epochs_for(profile, None)
+    share = experiments.data_share(profile, None)
+    for r in regimes:
+        if r.compression == "4.1" and r.epochs == epochs and math.isclose(r.data_share, share):
+            return r
+    return None
+
+
 def grid(
     regimes: Sequence[Regime], methods: Sequence[str], seeds: Iterable[int], profile: str
 ) -> list[dict]:
@@ -251,10 +262,14 @@ def conclusion(
     budget_hours: float,
     reference: str = "student",
     treatment: str = "KD_IG",
+    used: Regime | None = None,
+    ablation_runs: int | None = None,
 ) -> str:
     """The chapter's closing paragraph, from the power table: which regime gives the narrowest
     CI on treatment - reference within the budget, what was observed there, and whether any
-    regime can see 1 pp or 0.5 pp with the seeds a CPU can afford."""
+    regime can see 1 pp or 0.5 pp with the seeds a CPU can afford. With `used` (`in_use`) and
+    `ablation_runs` (the profile's seeds per method) it also says whether the profile's
+    experiments train in the chosen regime with the seeds the budget allows."""
     from igkd.conclusions import sig, signed
 
     if power.empty:
@@ -303,4 +318,22 @@ def conclusion(
             + ", ".join(f"{k} {sig(v)} pp" for k, v in others.items())
             + "."
         )
+    if used is not None or ablation_runs is not None:
+        text += " " + _profile_verdict(best, row, used, ablation_runs)
+    return text
+
+
+def _profile_verdict(best: str, row: pd.Series, used: Regime | None, runs: int | None) -> str:
+    if used is None:
+        text = "The profile's experiments (chapters 04-06) train in none of these regimes."
+    elif used.name == best:
+        text = f"The profile's experiments (chapters 04-06) train in {best}, the chosen regime."
+    else:
+        text = (
+            f"The profile's experiments (chapters 04-06) train in {used.name}, not in the chosen "
+            f"{best}: the profile should move there."
+        )
+    if runs is not None:
+        allowed = int(row["ablation seeds in budget"])
+        text += f" Its ablation runs {runs} seeds per method; the budget allows {allowed} there."
     return text

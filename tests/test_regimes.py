@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from igkd import profiles, regimes, stats
+from igkd import experiments, profiles, regimes, stats
 from igkd.errors import ConfigError
 from igkd.profiles import Regime
 
@@ -142,3 +142,24 @@ def test_students_at_chance_give_no_variance_and_say_so(tmp_path):
     assert math.isnan(power.loc["small", "ablation half-width (pp)"])
     text = regimes.conclusion(power, profile="ci", data="d", budget_hours=0.1)
     assert "no regime has a usable variance estimate" in text and "scored the same" in text
+
+
+def test_the_conclusion_says_whether_the_profile_trains_in_the_chosen_regime(tmp_path):
+    entries = _study(tmp_path, 1.0, [0.0, 0.5, -0.5])
+    power = regimes.table(entries, [SMALL], budget_hours=1.0)
+    allowed = int(power.loc["small", "ablation seeds in budget"])
+    kw = dict(profile="quick", data="d", budget_hours=1.0)
+    there = regimes.conclusion(power, used=SMALL, ablation_runs=3, **kw)
+    elsewhere = regimes.conclusion(power, used=ONE, ablation_runs=3, **kw)
+    assert "train in small, the chosen regime" in there
+    assert "train in one, not in the chosen small" in elsewhere
+    assert f"runs 3 seeds per method; the budget allows {allowed} there" in there
+    assert "none of these regimes" in regimes.conclusion(power, used=None, ablation_runs=3, **kw)
+    # The quick profile's experiments train in one of its own regimes (the study chose it), and
+    # in_use finds it by the profile's epochs and data share.
+    quick = regimes.regimes_for("quick")
+    used = regimes.in_use("quick", quick)
+    assert used is not None and used.compression == "4.1"
+    epochs, _ = experiments.epochs_for("quick", None)
+    assert (used.epochs, used.data_share) == (epochs, experiments.data_share("quick", None))
+    assert regimes.in_use("quick", [r for r in quick if r != used]) is None
