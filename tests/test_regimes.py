@@ -163,3 +163,16 @@ def test_the_conclusion_says_whether_the_profile_trains_in_the_chosen_regime(tmp
     epochs, _ = experiments.epochs_for("quick", None)
     assert (used.epochs, used.data_share) == (epochs, experiments.data_share("quick", None))
     assert regimes.in_use("quick", [r for r in quick if r != used]) is None
+
+
+def test_an_ablation_over_budget_at_the_floor_of_three_seeds_says_so(tmp_path):
+    entries = _study(tmp_path, 1.0, [0.0, 0.5, -0.5])  # 108 s of training per run
+    cheap = regimes.table(entries, [SMALL], budget_hours=1.0)
+    dear = regimes.table(entries, [SMALL], budget_hours=0.01)
+    assert dear.loc["small", "ablation seeds in budget"] == 3
+    assert dear.loc["small", "ablation CPU hours"] == pytest.approx(3 * 4 * 108 / 3600)
+    kw = dict(profile="quick", data="d")
+    assert "over the budget" in regimes.conclusion(dear, budget_hours=0.01, **kw)
+    assert "over the budget" not in regimes.conclusion(cheap, budget_hours=1.0, **kw)
+    over = regimes.conclusion(dear, budget_hours=0.01, used=SMALL, ablation_runs=3, **kw)
+    assert "even the floor of 3 overruns the budget" in over
