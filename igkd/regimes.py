@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from igkd import experiments, profiles, stats
+from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 from igkd.profiles import Regime
 
@@ -43,12 +44,13 @@ def regimes_for(profile: str | None, names: Sequence[str] | None = None) -> list
 
 
 def in_use(profile: str | None, regimes: Sequence[Regime]) -> Regime | None:
-    """The regime the profile's experiments (chapters 04-06: the 4.1x student at
+    """The regime the profile's experiments (chapters 04-06: the default student, 4.1x, at
     `experiment_epochs` on `experiment_data_share`) train in, or None if none of `regimes` is."""
+    size = StudentConfig.compression  # the dataclass default: the paper's 4.1x
     epochs, _ = experiments.epochs_for(profile, None)
     share = experiments.data_share(profile, None)
     for r in regimes:
-        if r.compression == "4.1" and r.epochs == epochs and math.isclose(r.data_share, share):
+        if r.compression == size and r.epochs == epochs and math.isclose(r.data_share, share):
             return r
     return None
 
