@@ -58,6 +58,33 @@ def data_share(profile: str | None, share: float | None) -> float:
     return float(share)
 
 
+def ablation_settings(
+    profile: str | None,
+    compression: float | str | None = None,
+    epochs: int | None = None,
+    share: float | None = None,
+) -> tuple[str, int | None, float]:
+    """The ablation's (chapter 04's main grid) student size label, epochs per run and training
+    share: each given value wins; else the profile's `ablation_regime` (the name of one of its
+    `regimes`, the one chapter 11 chose: quick's 140x, 10 epochs on 20 %); else 4.1x (the paper's)
+    at `experiment_epochs` on `experiment_data_share`, like the other experiments."""
+    name = setting("ablation_regime", profile, None, None)
+    if name is not None:
+        known = {r.name: r for r in profiles.get(profile).experiments.get("regimes", ())}
+        if name not in known:
+            raise ConfigError(
+                f"profile {profiles.resolve(profile)!r}: ablation_regime={name!r} is none of its "
+                f"regimes {list(known)}"
+            )
+        regime = known[name]
+        compression = regime.compression if compression is None else compression
+        epochs = regime.epochs if epochs is None else epochs
+        share = regime.data_share if share is None else share
+    label = models.compression_row(4.1 if compression is None else compression).label
+    epochs, _ = epochs_for(profile, epochs)
+    return label, epochs, data_share(profile, share)
+
+
 def subset(share: float, split_seed: int = 0) -> dict:
     """`pipeline.student_run` settings that train on `share` of the training set, the same
     stratified draw (`split_seed`) for every run; {} for all of it, which keeps the runs' hashes."""

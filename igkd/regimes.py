@@ -21,7 +21,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from igkd import experiments, profiles, stats
-from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 from igkd.profiles import Regime
 
@@ -44,11 +43,11 @@ def regimes_for(profile: str | None, names: Sequence[str] | None = None) -> list
 
 
 def in_use(profile: str | None, regimes: Sequence[Regime]) -> Regime | None:
-    """The regime the profile's experiments (chapters 04-06: the default student, 4.1x, at
-    `experiment_epochs` on `experiment_data_share`) train in, or None if none of `regimes` is."""
-    size = StudentConfig.compression  # the dataclass default: the paper's 4.1x
-    epochs, _ = experiments.epochs_for(profile, None)
-    share = experiments.data_share(profile, None)
+    """The regime the profile's ablation (chapter 04's main grid: `experiments.ablation_settings`,
+    its `ablation_regime` or else 4.1x at `experiment_epochs` on `experiment_data_share`) trains
+    in, or None if none of `regimes` is."""
+    size, epochs, share = experiments.ablation_settings(profile)
+    epochs = epochs or profiles.get(profile).student_recipe["epochs"]  # None: the recipe's own
     for r in regimes:
         if r.compression == size and r.epochs == epochs and math.isclose(r.data_share, share):
             return r
@@ -337,12 +336,12 @@ def _profile_verdict(
     best: str, row: pd.Series, used: Regime | None, runs: int | None, over: bool
 ) -> str:
     if used is None:
-        text = "The profile's experiments (chapters 04-06) train in none of these regimes."
+        text = "The profile's ablation (chapter 04) trains in none of these regimes."
     elif used.name == best:
-        text = f"The profile's experiments (chapters 04-06) train in {best}, the chosen regime."
+        text = f"The profile's ablation (chapter 04) trains in {best}, the chosen regime."
     else:
         text = (
-            f"The profile's experiments (chapters 04-06) train in {used.name}, not in the chosen "
+            f"The profile's ablation (chapter 04) trains in {used.name}, not in the chosen "
             f"{best}: the profile should move there."
         )
     if runs is not None:

@@ -111,11 +111,15 @@ def imagenet_records(
     data_root: str | Path | None = None,
 ) -> list[dict]:
     """`save_results("imagenet", ...)` records from `imagenet.evaluate`'s result: the teacher, and
-    per method the mean over the 4.1x runs the summary's ablation rows count (preset settings, the
+    per method the mean over the runs the summary's ablation rows count (4.1x, or the
+    profile's ablation regime's size) (preset settings, the
     experiments' recipe and training share; not Monte Carlo draws, tuning trials or notebook 03's
     longer run). `run_metrics`: student name in `result.students` -> its run's metrics with the
     run's folder name under "run". `generated` marks scores on generated images."""
-    counted = {m["run"] for m in students_of(collect(profile, data_root), None, "4.1", "ablation")}
+    from igkd import experiments
+
+    size = experiments.ablation_settings(profile)[0]  # the ablation's size (quick: 140x)
+    counted = {m["run"] for m in students_of(collect(profile, data_root), None, size, "ablation")}
 
     def record(model: str, scores: list) -> dict:
         return {

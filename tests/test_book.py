@@ -130,13 +130,15 @@ def _fake_run(kind: str, config: dict, metrics: dict) -> runs.Run:
     return runs.get_or_run(kind, config, lambda run: metrics)
 
 
-def _student(method, seed, accuracy, train_images, profile="ci", tags=(), **settings):
-    s = StudentConfig(4.1, method, profile="ci", **settings).settings()
+def _student(
+    method, seed, accuracy, train_images, profile="ci", tags=(), compression="4.1", **settings
+):
+    s = StudentConfig(compression, method, profile="ci", **settings).settings()
     _, test = pipeline.datasets(profiles.get("ci"))
     config = {"model": "student", "method": method, "seed": seed, "settings": s}
     metrics = {
         "method": method,
-        "compression": "4.1",
+        "compression": compression,
         "final_test_accuracy": accuracy,
         "train_images": train_images,
         "settings": s,
@@ -669,3 +671,26 @@ def test_read_manifest_reads_the_first_member_only(tmp_path):
     (tmp_path / "c.tar.gz").write_text("not a tar")
     with pytest.raises(BookError, match="not a run-cache archive"):
         book.read_manifest(tmp_path / "c.tar.gz")
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_the_summary_counts_the_ablation_at_the_profiles_ablation_regime(ci_cache, monkeypatch):
+    # As quick's: the ablation trains the 140x student (chapter 11's choice), the rest at 4.1x.
+    ci = profiles.PROFILES["ci"]
+    moved = ci.replace(experiments={**ci.experiments, "ablation_regime": "140x-1ep"})
+    monkeypatch.setitem(profiles.PROFILES, "ci", moved)
+    n = len(pipeline.datasets(moved)[0])
+    for seed, acc in ((0, 30.0), (1, 32.0)):
+        _student("KD_IG", seed, acc, n, tags=["ablation"], compression="140")
+    _student("KD_IG", 2, 99.0, n, tags=["ablation"])  # a 4.1x run: not the ablation's size
+    table = report.summary_table("ci")
+    section = "The eight methods at 4.1x (ten runs each in the paper); ours at 140x, the "
+    rows = table[table["section"] == section + "profile's ablation regime"].set_index("what")
+    assert rows.loc["KD_IG", "ours"] == "31.00 ± 1.41"
+    assert rows.loc["KD_IG", "difference (pp)"] is None  # no paper number at 140x to subtract
+    assert (
+        table.attrs["students"]
+        == "1 epoch(s) on all training images; the ablation: 140x, 1 epoch(s) on all training images"
+    )
+    text = report.conclusions_markdown(table)
+    assert "Ablation at 140x (the paper's ablation: 4.1x)" in text

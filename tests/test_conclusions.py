@@ -23,6 +23,24 @@ def ablation(ours, **kw):
 # --- the verdict follows the numbers --------------------------------------------------------------
 
 
+def test_an_ablation_in_another_regime_names_it_first():
+    trained = "140x students, 10 epoch(s) per run, 20% of the training set"
+    text = ablation(SAME, trained=trained)
+    assert text.startswith(
+        f"In profile `test` on made-up data, {trained} (the paper's ablation: 4.1x, 100 epochs "
+        "on all of it), 3 seeds per method"
+    )
+    assert "the paper's ablation" not in ablation(SAME)
+    kw = dict(profile="quick", data="d", teacher=[], sweep={}, ratios={})
+    seeded = {m: dict(enumerate(v)) for m, v in SAME.items()}
+    moved = conclusions.summary(ablation=seeded, size="140", **kw)
+    assert "Ablation at 140x (the paper's ablation: 4.1x): " in moved
+    assert "Ablation at 4.1x: " in conclusions.summary(ablation=seeded, **kw)
+    assert "Ablation at 140x (the paper's ablation: 4.1x), KD_IG" in conclusions.summary(
+        ablation={}, size="140", **kw
+    )
+
+
 def test_the_ablation_verdict_changes_with_the_numbers():
     held, unsettled, reversed_ = ablation(BETTER), ablation(SAME), ablation(WORSE)
     assert "its claim **held**" in held and "not settled" not in held

@@ -151,18 +151,39 @@ def test_the_conclusion_says_whether_the_profile_trains_in_the_chosen_regime(tmp
     kw = dict(profile="quick", data="d", budget_hours=1.0)
     there = regimes.conclusion(power, used=SMALL, ablation_runs=3, **kw)
     elsewhere = regimes.conclusion(power, used=ONE, ablation_runs=3, **kw)
-    assert "train in small, the chosen regime" in there
-    assert "train in one, not in the chosen small" in elsewhere
+    assert "trains in small, the chosen regime" in there
+    assert "trains in one, not in the chosen small" in elsewhere
     assert f"runs 3 seeds per method; the budget allows {allowed} there" in there
     assert "none of these regimes" in regimes.conclusion(power, used=None, ablation_runs=3, **kw)
-    # The quick profile's experiments train in one of its own regimes (the study chose it), and
-    # in_use finds it by the profile's epochs and data share.
+    # The quick profile's ablation trains in the regime its `ablation_regime` names (the one the
+    # study chose), and in_use finds it by size, epochs and data share.
     quick = regimes.regimes_for("quick")
     used = regimes.in_use("quick", quick)
-    assert used is not None and used.compression == "4.1"
-    epochs, _ = experiments.epochs_for("quick", None)
-    assert (used.epochs, used.data_share) == (epochs, experiments.data_share("quick", None))
+    assert used is not None and used.name == profiles.get("quick").experiments["ablation_regime"]
+    assert experiments.ablation_settings("quick") == (
+        used.compression,
+        used.epochs,
+        used.data_share,
+    )
     assert regimes.in_use("quick", [r for r in quick if r != used]) is None
+    # Without an ablation_regime the ablation trains like the other experiments, at 4.1x.
+    ci = regimes.regimes_for("ci")
+    assert regimes.in_use("ci", ci).compression == "4.1"
+
+
+def test_ablation_settings_take_parameters_first_and_refuse_an_unknown_regime(monkeypatch):
+    assert experiments.ablation_settings("quick", compression=4.1, epochs=2, share=0.5) == (
+        "4.1",
+        2,
+        0.5,
+    )
+    assert experiments.ablation_settings("ci") == ("4.1", None, 1.0)
+    bad = profiles.PROFILES["quick"].replace(
+        experiments={**profiles.PROFILES["quick"].experiments, "ablation_regime": "nope"}
+    )
+    monkeypatch.setitem(profiles.PROFILES, "quick", bad)
+    with pytest.raises(ConfigError, match="ablation_regime='nope' is none of its regimes"):
+        experiments.ablation_settings("quick")
 
 
 def test_an_ablation_over_budget_at_the_floor_of_three_seeds_says_so(tmp_path):

@@ -265,9 +265,11 @@ def summary(
     ratios: Mapping[str, float],
     reference: str = "student",
     focus: str = "KD_IG",
+    size: str = "4.1",
 ) -> str:
     """The summary page's opening paragraph, from the runs its tables count: the teacher beside
-    the paper's, focus - reference at 4.1x (paired by seed where every run's seed is known, else
+    the paper's, focus - reference at the ablation's student `size` (the paper's: 4.1; quick's
+    140, chapter 11's choice; a departure is named) (paired by seed where every run's seed is known, else
     Welch) and the trend of accuracy with compression. `ablation`: method -> {seed: accuracy}
     (keys that are not int seeds mean unknown seeds: Welch); `sweep`: method -> {compression
     label: mean accuracy}; `ratios`: label -> compression ratio (`models.COMPRESSION_TABLE`)."""
@@ -283,6 +285,7 @@ def summary(
         parts.append("Teacher: not run in this profile.")
     a, b = ablation.get(focus, {}), ablation.get(reference, {})
     claim = paper.ablation_mean(focus) - paper.ablation_mean(reference)
+    at = f"Ablation at {size}x" + ("" if size == "4.1" else " (the paper's ablation: 4.1x)")
     if len(a) >= 2 and len(b) >= 2:
         seeded = all(isinstance(k, int) for k in [*a, *b])  # else runs cannot be paired
         common = sorted(k for k in a if k in b) if seeded else []
@@ -293,13 +296,13 @@ def summary(
             else:
                 res = stats.compare(list(a.values()), list(b.values()), paired=False)
         parts.append(
-            "Ablation at 4.1x: "
+            f"{at}: "
             + comparison(focus, reference, res, paper_diff=claim)
             + (" " + _chance_note({focus: res["mean_a"], reference: res["mean_b"]})).rstrip()
         )
     else:
         parts.append(
-            f"Ablation at 4.1x, {focus} - {reference} (the paper: {signed(claim)} pp): not run in "
+            f"{at}, {focus} - {reference} (the paper: {signed(claim)} pp): not run in "
             f"this profile with two or more runs of each ({len(a)} and {len(b)} here)."
         )
     trends = _trends(
