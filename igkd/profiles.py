@@ -224,7 +224,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        description="real CIFAR-10 on a 2-core CPU in minutes to tens of minutes",
+        description="real CIFAR-10 on a 2-core CPU: tens of minutes per chapter, hours per book",
         train_size=None,
         test_size=None,
         synthetic_fallback=False,
