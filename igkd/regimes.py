@@ -216,11 +216,15 @@ def paper_row(reference: str = "student", treatment: str = "KD_IG") -> pd.DataFr
     return pd.DataFrame([row], index=pd.Index(["paper"], name="regime"))
 
 
-def choose(power: pd.DataFrame) -> str:
-    """The regime whose quick ablation reaches the narrowest CI on the difference."""
-    widths = power["ablation half-width (pp)"].dropna()
+def choose(power: pd.DataFrame, min_seeds: int = 2) -> str:
+    """The regime whose quick ablation reaches the narrowest CI on the difference, among those
+    whose sd rests on at least `min_seeds` seeds: an sd from 2 seeds (1 degree of freedom) can be
+    off by a factor of 30 either way, so the study's own seed count is the fair bar."""
+    widths = power.loc[power["seeds"] >= min_seeds, "ablation half-width (pp)"].dropna()
     if widths.empty:
-        raise ConfigError("no regime has a variance estimate yet (2 seeds per regime at least)")
+        raise ConfigError(
+            f"no regime has a variance estimate from {max(min_seeds, 2)} seeds or more yet"
+        )
     return str(widths.idxmin())
 
 
@@ -267,6 +271,7 @@ def conclusion(
     treatment: str = "KD_IG",
     used: Regime | None = None,
     ablation_runs: int | None = None,
+    min_seeds: int = 2,
 ) -> str:
     """The chapter's closing paragraph, from the power table: which regime gives the narrowest
     CI on treatment - reference within the budget, what was observed there, and whether any
@@ -278,7 +283,7 @@ def conclusion(
     if power.empty:
         return f"Profile `{profile}` has no finished regime runs yet: nothing can be said."
     try:
-        best = choose(power)
+        best = choose(power, min_seeds)
     except ConfigError:
         return (
             f"In profile `{profile}` ({data}) no regime has a usable variance estimate (fewer "
@@ -314,7 +319,18 @@ def conclusion(
     text += f" The aim of a half-width of {sig(goal)} pp or less is " + (
         "reached." if reach <= goal else f"not reached ({sig(reach)} pp)."
     )
-    others = power.drop(index=best)["ablation half-width (pp)"].dropna()
+    early = power[(power["seeds"] < min_seeds) & power["ablation half-width (pp)"].notna()]
+    if not early.empty:
+        text += (
+            f" Not comparable yet, with fewer than {min_seeds} seeds: "
+            + ", ".join(
+                f"{k} ({int(r['seeds'])} seeds, provisional half-width "
+                f"{sig(r['ablation half-width (pp)'])} pp)"
+                for k, r in early.iterrows()
+            )
+            + "."
+        )
+    others = power.drop(index=[best, *early.index])["ablation half-width (pp)"].dropna()
     if not others.empty:
         text += (
             " The other regimes reach "

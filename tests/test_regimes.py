@@ -197,3 +197,23 @@ def test_an_ablation_over_budget_at_the_floor_of_three_seeds_says_so(tmp_path):
     assert "over the budget" not in regimes.conclusion(cheap, budget_hours=1.0, **kw)
     over = regimes.conclusion(dear, budget_hours=0.01, used=SMALL, ablation_runs=3, **kw)
     assert "even the floor of 3 overruns the budget" in over
+
+
+def test_a_regime_with_fewer_than_the_studys_seeds_is_not_chosen_yet(tmp_path):
+    # "small" has 3 paired seeds; "one" only 2, with a smaller (1-degree-of-freedom) sd.
+    entries = _study(tmp_path, 2.0, [0.0, 1.0, -1.0])
+    for seed, n in enumerate([0.0, 0.01]):
+        entries.append(_entry(tmp_path, ONE, "student", seed, [50 + n]))
+        entries.append(_entry(tmp_path, ONE, "KD_IG", seed, [52 + 1.01 * n]))
+    power = regimes.table(entries, [SMALL, ONE], budget_hours=1.0)
+    assert (
+        power.loc["one", "ablation half-width (pp)"]
+        < power.loc["small", "ablation half-width (pp)"]
+    )
+    assert regimes.choose(power) == "one"  # the default bar, 2 seeds
+    assert regimes.choose(power, min_seeds=3) == "small"
+    text = regimes.conclusion(power, profile="quick", data="d", budget_hours=1.0, min_seeds=3)
+    assert "is **small**" in text
+    assert "Not comparable yet, with fewer than 3 seeds: one (2 seeds, provisional" in text
+    with pytest.raises(ConfigError, match="from 4 seeds or more"):
+        regimes.choose(power, min_seeds=4)
