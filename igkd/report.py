@@ -117,6 +117,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
 
     # The ablation's student size: the paper's 4.1x, or the profile's ablation_regime (quick: 140x).
     size, epochs, share = experiments.ablation_settings(found.profile)
+    epochs = epochs or found.epochs  # None: the student recipe's, as the other experiments'
     values["ablation_size"] = size
     section = "The eight methods at 4.1x (ten runs each in the paper)" + (
         "" if size == "4.1" else f"; ours at {size}x, the profile's ablation regime"
@@ -194,8 +195,8 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         students=_trained(found.epochs, found.share)
         + (
             ""
-            if (size, epochs or found.epochs, share) == ("4.1", found.epochs, found.share)
-            else f"; the ablation: {size}x, {_trained(epochs or found.epochs, share)}"
+            if (size, epochs, share) == ("4.1", found.epochs, found.share)
+            else f"; the ablation: {size}x, {_trained(epochs, share)}"
         ),
     )
     return table
