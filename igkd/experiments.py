@@ -49,6 +49,13 @@ def epochs_for(profile: str | None, epochs: int | None) -> tuple[int | None, str
     return epochs, (f"{epochs} epoch(s) per run" if epochs else "the student recipe's epochs")
 
 
+def trained_epochs(profile: str | None, epochs: int | None) -> int:
+    """The epochs an experiment run really trains: `epochs`, else the profile's `experiment_epochs`,
+    else (None there too) its student recipe's own. For tables and matching; a run's config keeps
+    None so that its cache key does not change."""
+    return epochs_for(profile, epochs)[0] or int(profiles.get(profile).student_recipe["epochs"])
+
+
 def data_share(profile: str | None, share: float | None) -> float:
     """The share of the training set each experiment run trains on: `share` if given, else the
     profile's `experiment_data_share` (quick: 0.2), else 1 (all of it)."""

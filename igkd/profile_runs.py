@@ -52,7 +52,7 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
     prof = profiles.get(profile)
     train_ds, test_ds = pipeline.datasets(prof, data_root)
     teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
-    epochs = experiments.epochs_for(prof.name, None)[0] or prof.student_recipe["epochs"]
+    epochs = experiments.trained_epochs(prof.name, None)
     share = experiments.data_share(prof.name, None)
 
     def mine(run: runs.Run) -> dict | None:
@@ -109,7 +109,7 @@ def tag_untagged(profile: str | None = None, data_root: str | Path | None = None
     prof = profiles.get(profile)
     train_ds, test_ds = pipeline.datasets(prof, data_root)
     recipe = train.Recipe(**prof.student_recipe)
-    epochs = experiments.epochs_for(prof.name, None)[0] or recipe.epochs
+    epochs = experiments.trained_epochs(prof.name, None)
     wanted = _plain(dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs)))
     share = experiments.data_share(prof.name, None)
     done: dict[str, int] = {}

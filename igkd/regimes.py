@@ -47,7 +47,7 @@ def in_use(profile: str | None, regimes: Sequence[Regime]) -> Regime | None:
     its `ablation_regime` or else 4.1x at `experiment_epochs` on `experiment_data_share`) trains
     in, or None if none of `regimes` is."""
     size, epochs, share = experiments.ablation_settings(profile)
-    epochs = epochs or profiles.get(profile).student_recipe["epochs"]  # None: the recipe's own
+    epochs = experiments.trained_epochs(profile, epochs)
     for r in regimes:
         if r.compression == size and r.epochs == epochs and math.isclose(r.data_share, share):
             return r

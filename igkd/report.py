@@ -117,7 +117,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
 
     # The ablation's student size: the paper's 4.1x, or the profile's ablation_regime (quick: 140x).
     size, epochs, share = experiments.ablation_settings(found.profile)
-    epochs = epochs or found.epochs  # None: the student recipe's, as the other experiments'
+    epochs = experiments.trained_epochs(found.profile, epochs)
     values["ablation_size"] = size
     section = "The eight methods at 4.1x (ten runs each in the paper)" + (
         "" if size == "4.1" else f"; ours at {size}x, the profile's ablation regime"

@@ -178,6 +178,10 @@ def test_ablation_settings_take_parameters_first_and_refuse_an_unknown_regime(mo
         0.5,
     )
     assert experiments.ablation_settings("ci") == ("4.1", None, 1.0)
+    # None epochs train the student recipe's own; tables and regime matching use the number.
+    ci_recipe = profiles.PROFILES["ci"].student_recipe["epochs"]
+    assert experiments.trained_epochs("ci", None) == ci_recipe
+    assert experiments.trained_epochs("ci", 7) == 7
     bad = profiles.PROFILES["quick"].replace(
         experiments={**profiles.PROFILES["quick"].experiments, "ablation_regime": "nope"}
     )
