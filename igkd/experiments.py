@@ -73,7 +73,7 @@ def ablation_settings(
 ) -> tuple[str, int | None, float]:
     """The ablation's (chapter 04's main grid) student size label, epochs per run and training
     share: each given value wins; else the profile's `ablation_regime` (the name of one of its
-    `regimes`, the one chapter 11 chose: quick's 140x, 10 epochs on 20 %); else 4.1x (the paper's)
+    `regimes`, the one chapter 11 chose: quick's 4.1x, 20 epochs on 5 %); else 4.1x (the paper's)
     at `experiment_epochs` on `experiment_data_share`, like the other experiments."""
     name = setting("ablation_regime", profile, None, None)
     if name is not None:

@@ -54,6 +54,16 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
     teacher_recipe = _plain(dataclasses.asdict(train.Recipe(**prof.teacher_recipe)))
     epochs = experiments.trained_epochs(prof.name, None)
     share = experiments.data_share(prof.name, None)
+    # The ablation's runs are those of its current settings: a run tagged "ablation" under an
+    # earlier protocol (quick's 1-epoch 4.1x arms, before chapter 11 moved the ablation) serves it
+    # no longer, even at the same size.
+    _, ablation_epochs, ablation_share = experiments.ablation_settings(prof.name)
+    ablation_epochs = experiments.trained_epochs(prof.name, ablation_epochs)
+
+    def current_ablation(m: dict) -> bool:
+        return m.get("epochs", ablation_epochs) == ablation_epochs and (
+            abs(m["train_images"] / len(train_ds) - ablation_share) <= 1e-3
+        )
 
     def mine(run: runs.Run) -> dict | None:
         m = run.metrics
@@ -77,6 +87,8 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
             for p in tags
             if p.get("profile") == prof.name and p.get("settings", "v2") == "v2"
         }
+        if "ablation" in serves and not current_ablation(m):
+            serves.discard("ablation")
         if not tags:
             untagged += 1
         elif serves & set(COUNTED):

@@ -39,7 +39,6 @@ SWEEP_METHODS = ("student", "KD", "IG", "KD_IG")  # the paper's sweep table (ESM
 MONTE_CARLO_METHODS = tuple(paper.MONTE_CARLO)
 SWEEP_SECTION = "Compression sweep (ESM Table 13)"
 COLUMNS = ["section", "what", "paper", "ours", "runs", "difference (pp)"]
-_students = students_of  # the name igkd.robustness_eval.setup reads it by
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         )
     )
 
-    # The ablation's student size: the paper's 4.1x, or the profile's ablation_regime (quick: 140x).
+    # The ablation's student size: the paper's 4.1x, or the profile's ablation_regime's.
     size, epochs, share = experiments.ablation_settings(found.profile)
     epochs = experiments.trained_epochs(found.profile, epochs)
     values["ablation_size"] = size

@@ -118,7 +118,7 @@ def imagenet_records(
     run's folder name under "run". `generated` marks scores on generated images."""
     from igkd import experiments
 
-    size = experiments.ablation_settings(profile)[0]  # the ablation's size (quick: 140x)
+    size = experiments.ablation_settings(profile)[0]  # the ablation's size (4.1x, or its regime's)
     counted = {m["run"] for m in students_of(collect(profile, data_root), None, size, "ablation")}
 
     def record(model: str, scores: list) -> dict:

@@ -674,6 +674,32 @@ def test_read_manifest_reads_the_first_member_only(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:.*synthetic data")
+def test_ablation_runs_of_an_earlier_protocol_at_the_same_size_are_not_counted(
+    ci_cache, monkeypatch
+):
+    # As quick's move from 1 epoch on 20 % to 20 epochs on 5 %, both at 4.1x: the earlier arms
+    # keep their "ablation" tag, but the summary counts only runs of the current settings.
+    ci = profiles.PROFILES["ci"]
+    moved = ci.replace(
+        experiments={
+            **ci.experiments,
+            "regimes": (*ci.experiments["regimes"], profiles.Regime("4.1x-half", "4.1", 0.5, 1)),
+            "ablation_regime": "4.1x-half",
+        }
+    )
+    monkeypatch.setitem(profiles.PROFILES, "ci", moved)
+    n = len(pipeline.datasets(moved)[0])
+    _student("KD_IG", 0, 30.0, n // 2, tags=["ablation"])  # the current protocol: half the data
+    _student("KD_IG", 1, 32.0, n // 2, tags=["ablation"])
+    _student("KD_IG", 2, 99.0, n, tags=["ablation"])  # the earlier protocol: all of it
+    table = report.summary_table("ci")
+    rows = table[table["section"].str.startswith("The eight methods")].set_index("what")
+    assert rows.loc["KD_IG", "ours"] == "31.00 ± 1.41"
+    counted = report.students_of(report.collect("ci"), "KD_IG", "4.1", "ablation")
+    assert sorted(m["final_test_accuracy"] for m in counted) == [30.0, 32.0]
+
+
+@pytest.mark.filterwarnings("ignore:.*synthetic data")
 def test_the_summary_counts_the_ablation_at_the_profiles_ablation_regime(ci_cache, monkeypatch):
     # As quick's: the ablation trains the 140x student (chapter 11's choice), the rest at 4.1x.
     ci = profiles.PROFILES["ci"]

@@ -68,8 +68,8 @@ def ablation(
     """Notebook 04: every method against the student, paired by seed, with Holm; the paper's
     headline (KD_IG above the student) first. `paper_recomputed`: `stats.compare_all` of the
     paper's ten runs (paired), whose t is checked against the printed one. `trained`: how the runs
-    trained where that departs from the paper's 4.1x ablation (e.g. "140x students, 10 epochs on
-    20 % of the training set"), named in the first sentence."""
+    trained where that departs from the paper's ablation (e.g. "4.1x students, 20 epoch(s) per
+    run, 5% of the training set"), named in the first sentence."""
     check = _paper_reproduction(paper_recomputed)
     table, note = _compare_all(ours, reference, paired=True)
     if table is None:

@@ -281,8 +281,8 @@ def _short(message: str, path: Path) -> str:
 def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[Candidate]:
     """The finished students of the profile in the run cache, named "<method> s<seed>".
 
-    `which`: "ablation" (the 4.1x students with the methods' preset settings that the summary page
-    counts as the profile's ablation), "all" (every finished student of the profile, the
+    `which`: "ablation" (the students with the methods' preset settings that the summary page
+    counts as the profile's ablation: 4.1x, or its ablation regime's size), "all" (every finished student of the profile, the
     compression and, when two share a name, the run folder added to the name) or "none"."""
     if which not in RUN_STUDENTS:
         raise ConfigError(f"run_students={which!r}; use one of {', '.join(RUN_STUDENTS)}")
@@ -290,10 +290,11 @@ def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[
         return []
     finished = pipeline.finished_students(profile)
     if which == "ablation":
-        from igkd import report
+        from igkd import experiments, report
 
         found = report.collect(profile)
-        counted = {m["run"] for m in report._students(found, None, "4.1", "ablation")}
+        size = experiments.ablation_settings(profile)[0]  # 4.1, or the profile's ablation regime's
+        counted = {m["run"] for m in report.students_of(found, None, size, "ablation")}
         finished = [(r, m) for r, m in finished if r.path.name in counted]
     out = []
     for run, m in finished:
