@@ -52,6 +52,24 @@ def test_the_ablation_verdict_changes_with_the_numbers():
     assert "seeds to detect" not in held
 
 
+def test_a_claim_held_on_its_own_ci_says_when_holm_takes_it_back():
+    # One comparison's CI excludes 0, but with two more comparisons Holm's p is above 0.05.
+    ours = {
+        "student": [54.08, 51.63, 53.63],
+        "KD": [55.09, 53.23, 53.9],
+        "IG": [54.37, 53.04, 54.08],
+        "KD_IG": [54.83, 52.61, 54.08],
+    }
+    text = ablation(ours)
+    assert "its claim **held**" in text
+    assert "KD_IG beat the plain student with a CI that excludes 0 (KD_IG not after Holm)" in text
+    assert "after Holm's correction across the comparisons, p = 0.125" in text
+    # the same difference alone in its family keeps its Holm p below 0.05: no such sentence
+    alone = ablation({m: ours[m] for m in ("student", "KD_IG")})
+    assert "its claim **held**" in alone and "not after Holm" not in alone
+    assert "does not stay below 0.05" not in alone
+
+
 def test_the_numbers_in_the_text_are_those_passed_in():
     text = ablation(BETTER)
     res = stats.compare(BETTER["KD_IG"], BETTER["student"], paired=True)

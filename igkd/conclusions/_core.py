@@ -179,6 +179,13 @@ def comparison(
         return text
     v = verdict(lo, hi, paper_diff)
     text += f" The paper reports {signed(paper_diff)} pp; here its claim **{v}**."
+    if v != "not settled" and not _nan(p_holm) and p_holm >= 0.05:
+        # The verdict reads this comparison's own CI, as the paper did; say when the family of
+        # comparisons takes it back.
+        text += (
+            f" That rests on this comparison alone: after Holm's correction across the"
+            f" comparisons, p = {_p(p_holm)}, which does not stay below 0.05."
+        )
     if v == "not settled":
         sd = _difference_sd(result)
         effects = [abs(paper_diff)] if abs(paper_diff) > 0 else [1.0, 0.5]
