@@ -57,12 +57,14 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
     # The ablation's runs are those of its current settings: a run tagged "ablation" under an
     # earlier protocol (quick's 1-epoch 4.1x arms, before chapter 11 moved the ablation) serves it
     # no longer, even at the same size.
-    _, ablation_epochs, ablation_share = experiments.ablation_settings(prof.name)
+    ablation_size, ablation_epochs, ablation_share = experiments.ablation_settings(prof.name)
     ablation_epochs = experiments.trained_epochs(prof.name, ablation_epochs)
 
     def current_ablation(m: dict) -> bool:
-        return m.get("epochs", ablation_epochs) == ablation_epochs and (
-            abs(m["train_images"] / len(train_ds) - ablation_share) <= 1e-3
+        return (
+            m["compression"] == ablation_size
+            and m.get("epochs", ablation_epochs) == ablation_epochs
+            and abs(m["train_images"] / len(train_ds) - ablation_share) <= 1e-3
         )
 
     def mine(run: runs.Run) -> dict | None:

@@ -102,7 +102,7 @@ def ablation(
     }
     held = [m for m, v in verdicts.items() if v == "held"]
     below = [m for m, v in verdicts.items() if v == "reversed"]
-    survive = [m for m in held if float(table.loc[m, "p_holm"]) < 0.05]
+    not_after_holm = [m for m in held if float(table.loc[m, "p_holm"]) >= 0.05]
     n = sorted({len(ours[m]) for m in [reference, *table.index]})
     head = (
         f"In profile `{profile}` on {data}, "
@@ -111,11 +111,7 @@ def ablation(
         f"{table['test'].iloc[0]}-tested against the {reference} with Holm's correction: "
         + (
             f"{_names(held)} beat the plain {reference} with a CI that excludes 0"
-            + (
-                ""
-                if survive == held
-                else f" ({_names([m for m in held if m not in survive])} not after Holm)"
-            )
+            + (f" ({_names(not_after_holm)} not after Holm)" if not_after_holm else "")
             if held
             else f"no method's difference from the plain {reference} has a CI that excludes 0 "
             "on the side the paper reports"

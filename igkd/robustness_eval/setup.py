@@ -282,8 +282,9 @@ def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[
     """The finished students of the profile in the run cache, named "<method> s<seed>".
 
     `which`: "ablation" (the students with the methods' preset settings that the summary page
-    counts as the profile's ablation: 4.1x, or its ablation regime's size), "all" (every finished student of the profile, the
-    compression and, when two share a name, the run folder added to the name) or "none"."""
+    counts as the profile's ablation: 4.1x, or its ablation regime's size), "all" (every
+    finished student of the profile, the compression and, when two share a name, the run folder
+    added to the name) or "none"."""
     if which not in RUN_STUDENTS:
         raise ConfigError(f"run_students={which!r}; use one of {', '.join(RUN_STUDENTS)}")
     if which == "none":
