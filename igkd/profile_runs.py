@@ -40,6 +40,12 @@ class ProfileRuns:
     other_students: int  # student runs of the profile that serve none of the page's experiments
     untagged: int = 0  # student runs of the profile that record no purpose (made before tags)
     run_paths: list[Path] = dataclasses.field(default_factory=list)  # the runs counted
+    # The ablation's settings (experiments.ablation_settings, epochs resolved): the paper's 4.1x at
+    # `epochs` on `share`, or the profile's ablation_regime's (quick: the regime chapter 11 chose).
+    # `students_of(found, method, found.ablation_size, "ablation")` are its runs.
+    ablation_size: str = "4.1"
+    ablation_epochs: int = 0
+    ablation_share: float = 1.0
 
 
 COUNTED = ("ablation", "monte-carlo", "sweep")  # the experiments the summary page has rows for
@@ -109,6 +115,9 @@ def collect(profile: str | None = None, data_root: str | Path | None = None) -> 
         other,
         untagged,
         run_paths,
+        ablation_size,
+        ablation_epochs,
+        ablation_share,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from igkd import conclusions, experiments, models, paper
+from igkd import conclusions, models, paper
 from igkd.profile_runs import (  # noqa: F401 (re-exported: report.collect, report.tag_untagged)
     COUNTED,
     ProfileRuns,
@@ -115,8 +115,7 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
     )
 
     # The ablation's student size: the paper's 4.1x, or the profile's ablation_regime's.
-    size, epochs, share = experiments.ablation_settings(found.profile)
-    epochs = experiments.trained_epochs(found.profile, epochs)
+    size = found.ablation_size
     values["ablation_size"] = size
     section = "The eight methods at 4.1x (ten runs each in the paper)" + (
         "" if size == "4.1" else f"; ours at {size}x, the profile's ablation regime"
@@ -194,8 +193,9 @@ def summary_table(profile: str | None = None, data_root: str | Path | None = Non
         students=_trained(found.epochs, found.share)
         + (
             ""
-            if (size, epochs, share) == ("4.1", found.epochs, found.share)
-            else f"; the ablation: {size}x, {_trained(epochs, share)}"
+            if (size, found.ablation_epochs, found.ablation_share)
+            == ("4.1", found.epochs, found.share)
+            else f"; the ablation: {size}x, {_trained(found.ablation_epochs, found.ablation_share)}"
         ),
     )
     return table

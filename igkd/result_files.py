@@ -116,10 +116,8 @@ def imagenet_records(
     experiments' recipe and training share; not Monte Carlo draws, tuning trials or notebook 03's
     longer run). `run_metrics`: student name in `result.students` -> its run's metrics with the
     run's folder name under "run". `generated` marks scores on generated images."""
-    from igkd import experiments
-
-    size = experiments.ablation_settings(profile)[0]  # the ablation's size (4.1x, or its regime's)
-    counted = {m["run"] for m in students_of(collect(profile, data_root), None, size, "ablation")}
+    found = collect(profile, data_root)
+    counted = {m["run"] for m in students_of(found, None, found.ablation_size, "ablation")}
 
     def record(model: str, scores: list) -> dict:
         return {

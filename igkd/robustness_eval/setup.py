@@ -291,11 +291,12 @@ def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[
         return []
     finished = pipeline.finished_students(profile)
     if which == "ablation":
-        from igkd import experiments, report
+        from igkd import report
 
         found = report.collect(profile)
-        size = experiments.ablation_settings(profile)[0]  # 4.1, or the profile's ablation regime's
-        counted = {m["run"] for m in report.students_of(found, None, size, "ablation")}
+        counted = {
+            m["run"] for m in report.students_of(found, None, found.ablation_size, "ablation")
+        }
         finished = [(r, m) for r, m in finished if r.path.name in counted]
     out = []
     for run, m in finished:
