@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from igkd import losses, profiles, runs, train
-from igkd.errors import CheckpointError
+from igkd.errors import CheckpointError, ConfigError
 
 
 def _plain(obj: object) -> object:
@@ -176,3 +176,25 @@ def students_of(found: ProfileRuns, method: str | None, compression: str, experi
         and m["compression"] == compression
         and experiment in m["experiments"]
     ]
+
+
+RUN_STUDENTS = ("ablation", "all", "none")  # which run-cache students chapters 07 and 10 evaluate
+
+
+def chosen_students(profile: str | None, which: str = "ablation") -> list:
+    """(run, metrics) of the profile's finished students (with their model) that a chapter
+    evaluates: "ablation" (those the summary counts as the profile's ablation, at its size,
+    epochs and share), "all" (every finished student of the profile) or "none". Chapter 07 and
+    10 read these models back, so a lean archive of the book carries only them."""
+    from igkd import pipeline  # torch-heavy
+
+    if which not in RUN_STUDENTS:
+        raise ConfigError(f"run_students={which!r}; use one of {', '.join(RUN_STUDENTS)}")
+    if which == "none":
+        return []
+    finished = pipeline.finished_students(profile)
+    if which == "ablation":
+        found = collect(profile)
+        counted = {m["run"] for m in students_of(found, None, found.ablation_size, "ablation")}
+        finished = [(r, m) for r, m in finished if r.path.name in counted]
+    return finished

@@ -12,12 +12,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from igkd import checkpoints, models, paths, pipeline, profiles, robustness
+from igkd import checkpoints, models, paths, pipeline, profile_runs, profiles, robustness
 from igkd import corruptions as cifar_c
 from igkd.errors import CheckpointError, ConfigError
+from igkd.profile_runs import RUN_STUDENTS  # noqa: F401 (re-exported by robustness_eval)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-RUN_STUDENTS = ("ablation", "all", "none")
 BACKENDS = ("torch", "onnxruntime")  # what computes the logits (igkd.robustness_eval.evaluation)
 PUBLISHED, RUN_CACHE, TEACHER = "published", "run cache", "teacher"  # the groups of models
 
@@ -285,19 +285,7 @@ def from_run_cache(profile: str | None = None, which: str = "ablation") -> list[
     counts as the profile's ablation: 4.1x, or its ablation regime's size), "all" (every
     finished student of the profile, the compression and, when two share a name, the run folder
     added to the name) or "none"."""
-    if which not in RUN_STUDENTS:
-        raise ConfigError(f"run_students={which!r}; use one of {', '.join(RUN_STUDENTS)}")
-    if which == "none":
-        return []
-    finished = pipeline.finished_students(profile)
-    if which == "ablation":
-        from igkd import report
-
-        found = report.collect(profile)
-        counted = {
-            m["run"] for m in report.students_of(found, None, found.ablation_size, "ablation")
-        }
-        finished = [(r, m) for r, m in finished if r.path.name in counted]
+    finished = profile_runs.chosen_students(profile, which)
     out = []
     for run, m in finished:
         seed = run.config.get("seed")
