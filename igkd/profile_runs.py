@@ -181,7 +181,7 @@ def students_of(found: ProfileRuns, method: str | None, compression: str, experi
 RUN_STUDENTS = ("ablation", "all", "none")  # which run-cache students chapters 07 and 10 evaluate
 
 
-def chosen_students(profile: str | None, which: str = "ablation") -> list:
+def chosen_students(profile: str | None, which: str = "ablation") -> list[tuple[runs.Run, dict]]:
     """(run, metrics) of the profile's finished students (with their model) that a chapter
     evaluates: "ablation" (those the summary counts as the profile's ablation, at its size,
     epochs and share), "all" (every finished student of the profile) or "none". Chapter 07 and

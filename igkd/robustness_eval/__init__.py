@@ -19,6 +19,7 @@ The package's modules: `setup` (settings, models), `evaluation`, `tables`, `figu
 is reachable as `igkd.robustness_eval.<name>`.
 """
 
+from igkd.profile_runs import RUN_STUDENTS  # noqa: F401 (run_students' choices, also chapter 07's)
 from igkd.robustness_eval.evaluation import (  # noqa: F401
     RECORD_KIND,
     Key,
@@ -48,7 +49,6 @@ from igkd.robustness_eval.setup import (  # noqa: F401
     DEFAULTS,
     PUBLISHED,
     RUN_CACHE,
-    RUN_STUDENTS,
     TEACHER,
     Candidate,
     Settings,

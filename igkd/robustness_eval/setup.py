@@ -15,7 +15,6 @@ from torch import nn
 from igkd import checkpoints, models, paths, pipeline, profile_runs, profiles, robustness
 from igkd import corruptions as cifar_c
 from igkd.errors import CheckpointError, ConfigError
-from igkd.profile_runs import RUN_STUDENTS  # noqa: F401 (re-exported by robustness_eval)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 BACKENDS = ("torch", "onnxruntime")  # what computes the logits (igkd.robustness_eval.evaluation)
