@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from igkd import gpu_check, profiles
+from igkd import gpu_check, paths, profiles
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,9 @@ def test_the_script_runs_end_to_end_on_the_cpu_at_tiny_sizes(capsys):
     out = capsys.readouterr().out
     for expected in ("== teacher", "== IG", "fp32 vs AMP", "whole paper book"):
         assert expected in out
+
+
+def test_only_the_files_with_cuda_tests_are_collected():
+    files = {f.name for f in gpu_check.cuda_test_files(paths.REPO_ROOT / "tests")}
+    assert {"test_cuda.py", "test_augment.py"} <= files
+    assert "test_tune.py" not in files  # imports optuna, which a bare CUDA image lacks
