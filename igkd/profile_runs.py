@@ -181,20 +181,41 @@ def students_of(found: ProfileRuns, method: str | None, compression: str, experi
 RUN_STUDENTS = ("ablation", "all", "none")  # which run-cache students chapters 07 and 10 evaluate
 
 
-def chosen_students(profile: str | None, which: str = "ablation") -> list[tuple[runs.Run, dict]]:
+def chosen_students(
+    profile: str | None, which: str = "ablation", with_model: bool = True
+) -> list[tuple[runs.Run, dict]]:
     """(run, metrics) of the profile's finished students (with their model) that a chapter
     evaluates: "ablation" (those the summary counts as the profile's ablation, at its size,
     epochs and share), "all" (every finished student of the profile) or "none". Chapter 07 and
-    10 read these models back, so a lean archive of the book carries only them."""
+    10 read these models back, so a lean archive of the book carries only them. `with_model=False`
+    also returns those imported without their model (from a metrics-only or lean archive)."""
     from igkd import pipeline  # torch-heavy
 
     if which not in RUN_STUDENTS:
         raise ConfigError(f"run_students={which!r}; use one of {', '.join(RUN_STUDENTS)}")
     if which == "none":
         return []
-    finished = pipeline.finished_students(profile)
+    finished = pipeline.finished_students(profile, with_model=with_model)
     if which == "ablation":
         found = collect(profile)
         counted = {m["run"] for m in students_of(found, None, found.ablation_size, "ablation")}
         finished = [(r, m) for r, m in finished if r.path.name in counted]
     return finished
+
+
+def without_model_note(profile: str | None, which: str = "ablation") -> str | None:
+    """One line naming the chosen students (`chosen_students`) that are in the run cache as
+    metrics only, so a chapter cannot evaluate them; None when there are none."""
+    missing = [
+        (r, m)
+        for r, m in chosen_students(profile, which, with_model=False)
+        if not (r.path / "model.pt").is_file()  # finished_students' test of a model
+    ]
+    if not missing:
+        return None
+    names = ", ".join(f"{m['method']} s{r.config.get('seed')}" for r, m in missing)
+    return (
+        f"{len(missing)} of the run cache's {which} students have metrics but no model (imported "
+        f"from a metrics-only or lean archive), so they are not evaluated here: {names}. Train "
+        "them again (delete their runs) to include them."
+    )

@@ -159,6 +159,28 @@ def test_finished_students_skips_foreign_runs(tmp_path, monkeypatch):
     assert pipeline.finished_students() == []
 
 
+def test_students_without_their_model_are_named_not_silently_dropped(tmp_path, monkeypatch):
+    # Chapters 07 and 10 evaluate models; students imported as metrics only cannot be, and the
+    # chapter says which rather than showing fewer students without a word.
+    from igkd import profile_runs
+
+    monkeypatch.setenv("IGKD_RUNS", str(tmp_path))
+    env = {"environment": {"profile": "ci"}, "compression": "4.1", "final_test_accuracy": 70.0}
+    made = [
+        runs.get_or_run(
+            "student", {"layers_removed": 5, "seed": s}, lambda r, m=m: {**env, "method": m}
+        )
+        for s, m in ((0, "KD"), (1, "KD_IG"))
+    ]
+    note = profile_runs.without_model_note("ci", "all")
+    assert note.startswith("2 of the run cache's all students") and "KD s0, KD_IG s1" in note
+    assert profile_runs.without_model_note("ci", "none") is None
+    for run in made:
+        (run.path / "model.pt").write_bytes(b"")  # finished_students only asks that it is there
+    assert profile_runs.without_model_note("ci", "all") is None
+    assert len(profile_runs.chosen_students("ci", "all")) == 2
+
+
 def test_profiles_refuse_misspelled_keys():
     import dataclasses
 
