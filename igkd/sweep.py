@@ -107,21 +107,23 @@ def validate(configs: Sequence[Job | StudentConfig | dict]) -> list[Job]:
 
 
 # What a config's teacher and IG maps are made from: (profile, data root, teacher checkpoint,
-# IG steps, IG baseline). Configs that share it share their prerequisites.
-Prerequisite = tuple[str, "str | None", "str | None", "int | None", str]
+# IG steps, IG baseline, the images of a store of its own: its splits' items, else ()). Configs
+# that share it share their prerequisites.
+Prerequisite = tuple[str, "str | None", "str | None", "int | None", str, tuple]
 
 
 def _needs(job: Job) -> tuple[Prerequisite, bool, bool]:
     """(what its teacher and IG maps are made from, needs the teacher, needs the IG maps)."""
     c = job.config
-    key = (c.profile, job.data_root, c.teacher_checkpoint, c.ig_n_steps, c.ig_baseline)
+    own = tuple(sorted(c.splits.items())) if pipeline.own_ig_store(c) else ()
+    key = (c.profile, job.data_root, c.teacher_checkpoint, c.ig_n_steps, c.ig_baseline, own)
     return key, c.needs_teacher, c.needs_ig
 
 
 def prerequisites(jobs: Sequence[Job]) -> dict[Prerequisite, bool]:
-    """{(profile, data root, teacher checkpoint, IG steps, IG baseline): whether the IG maps are
-    needed} for the unfinished jobs that need a teacher: what must exist before their students
-    can start."""
+    """{(profile, data root, teacher checkpoint, IG steps, IG baseline, own images): whether the
+    IG maps are needed} for the unfinished jobs that need a teacher: what must exist before their
+    students can start."""
     out: dict[Prerequisite, bool] = {}
     for job in jobs:
         key, teacher, ig = _needs(job)
@@ -140,6 +142,7 @@ def _prepare(
     teacher_checkpoint: str | None,
     ig_n_steps: int | None,
     ig_baseline: str,
+    own: tuple,
     ig: bool,
 ) -> str:
     """Worker task: get or make the teacher (and IG maps) of a prerequisite; returns the teacher
@@ -148,8 +151,9 @@ def _prepare(
         profile, data_root=data_root, progress=False, teacher_checkpoint=teacher_checkpoint
     )
     if ig:
+        images = pipeline.student_images(profile, dict(own), data_root) if own else None
         pipeline.ig_run(
-            profile, teacher=teacher, n_steps=ig_n_steps, baseline=ig_baseline,
+            profile, teacher=teacher, n_steps=ig_n_steps, baseline=ig_baseline, images=images,
             data_root=data_root, progress=False,
         )  # fmt: skip
     return str(teacher.path)

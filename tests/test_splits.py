@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_ci_profile
 
-from igkd import pipeline, profiles, runs
+from igkd import paths, pipeline, profiles, runs
 from igkd.config import StudentConfig
 from igkd.errors import ConfigError
 
@@ -127,3 +127,37 @@ def test_student_with_validation_and_subset_trains(tiny):
 def test_bad_split_settings_are_rejected(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         StudentConfig(profile="ci", **kwargs)
+
+
+def test_a_store_of_other_ig_settings_covers_only_the_students_images(tiny):
+    # The fix ablation's black-baseline and step-count arms train on 20 %: their own IG stores
+    # cover those images only, while the profile's store (shared by every chapter) stays whole.
+    with pytest.warns(UserWarning, match="synthetic"):
+        train_ds, _ = pipeline.datasets(profiles.get(tiny))
+        half = {"method": "KD_IG", "seed": 0, "train_fraction": 0.5, "split_seed": 0}
+        black = pipeline.student_run(profile=tiny, progress=False, ig_baseline="black", **half)
+        plain = pipeline.student_run(profile=tiny, progress=False, **half)
+        two = pipeline.student_run(profile=tiny, progress=False, ig_n_steps=2, **half)
+        same = pipeline.student_run(profile=tiny, progress=False, ig_n_steps=1, **half)
+    stores = {
+        name: runs.open_run(paths.runs_dir() / "ig_maps" / r.config["ig_run"])
+        for name, r in (("black", black), ("plain", plain), ("two", two), ("same", same))
+    }
+    assert stores["plain"].config["train_data"] == train_ds.fingerprint  # the profile's, whole
+    assert stores["same"].path == stores["plain"].path  # the profile's own step count: shared
+    for name in ("black", "two"):
+        assert stores[name].config["train_data"] == black.config["train_data"]  # the half
+        assert (stores[name].path / "maps.npy").is_file() and stores[name].done
+    assert black.metrics["train_images"] == len(train_ds) // 2
+    # A sweep makes such a store first, as the profile's, before the students that need it.
+    from igkd import sweep
+
+    other = {**half, "profile": tiny, "seed": 1, "ig_baseline": "black"}
+    with pytest.warns(UserWarning, match="synthetic"):
+        (key, ig), *more = sweep.prerequisites(sweep.validate([other])).items()
+    assert ig and not more and key[-1] == (("split_seed", 0), ("train_fraction", 0.5))
+    assert sweep.prerequisites(sweep.validate([{**other, "ig_baseline": "normalized-zero"}]))
+    assert (
+        list(sweep.prerequisites(sweep.validate([{**half, "profile": tiny, "seed": 1}])))[0][-1]
+        == ()
+    )

@@ -265,7 +265,7 @@ def test_teacher_and_ig_maps_are_made_once_before_the_students(
         {"method": "KD", "profile": tiny, "compression": "1122", "seed": 1},
         {"method": "student", "profile": tiny, "compression": "1122"},
     ]
-    made_from = ("ci", None, None, None, "normalized-zero")  # profile's teacher, default IG
+    made_from = ("ci", None, None, None, "normalized-zero", ())  # profile's teacher, default IG
     assert sweep.prerequisites(sweep.validate(configs)) == {made_from: True}
     assert sweep.prerequisites(sweep.validate(configs[1:])) == {made_from: False}
     assert sweep.prerequisites(sweep.validate(configs[2:])) == {}
