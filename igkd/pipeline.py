@@ -310,7 +310,7 @@ def student_run(
         if m.needs_teacher and c.teacher_outputs == "cached":
             cached = train.teacher_outputs(teacher, train_ds, layer)
         maps = None
-        if i_run is not None:  # float16 on disk, over the whole training set; the overlay: float32
+        if i_run is not None:  # float16 on disk, over the images the store covers; overlay: float32
             covered = ig.get("images", full_train)
             stored = load_ig_maps(i_run, covered, t_run)
             if train_idx is not None and covered is full_train:
