@@ -199,6 +199,8 @@ def banner(state: dict) -> str:
             text += f" ({len(left)} ran in an unfinished `make book`: `RESUME=1` keeps those.)"
         return text
     text = f"Notebooks executed with {describe(info)}."
+    if state.get("archive"):
+        text += f" Chapters unpacked from results/{state['archive']}, not executed by this build."
     if missing:
         names = ", ".join(Path(n).stem for n in missing)
         text += f" Not executed: {names}; {RUN_IT}."

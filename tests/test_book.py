@@ -627,6 +627,7 @@ def test_book_from_a_results_archive(tmp_path):
     assert state["archive"] == "paper.tar.gz" and state["info"]["profile"] == "paper"
     assert state["not_executed"] == [] and state["left"] == [] and state["refused"] is None
     assert book.banner(state).startswith("Notebooks executed with profile paper")
+    assert "unpacked from results/paper.tar.gz, not executed by this build" in book.banner(state)
     assert (src / "summary.md").read_text() == "# Results from the archive\n"
     assert (
         nbformat.read(src / "executed" / "00_a.ipynb", as_version=4).cells[0].source == "# 00 · A"

@@ -15,10 +15,10 @@ import pytest
 from igkd import paths
 
 
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
-    """A copy of this working tree as a fresh clone of it would hold it: the tracked files and the
-    untracked ones git does not ignore (so uncommitted work is tested too), nothing else."""
+def _fresh_copy(dest: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """`dest` made a copy of this working tree as a fresh clone of it would hold it: the tracked
+    files and the untracked ones git does not ignore (so uncommitted work is tested too), less
+    the paths in `leave_out` (relative, posix), nothing else."""
     root = paths.REPO_ROOT
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
@@ -28,13 +28,18 @@ def checkout(tmp_path_factory) -> Path:
         capture_output=True,
         check=True,
     ).stdout.decode()
-    copy = tmp_path_factory.mktemp("checkout") / "igkd"
     for name in filter(None, listed.split("\0")):
         src = root / name
-        if src.is_file():  # listed but deleted in the working tree: not there
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, copy / name)
-    return copy
+        if src.is_file() and name not in leave_out:  # listed but deleted: not there
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A fresh copy of this working tree (`_fresh_copy`)."""
+    return _fresh_copy(tmp_path_factory.mktemp("checkout") / "igkd")
 
 
 def _reader_env(checkout: Path) -> dict[str, str]:
@@ -52,9 +57,18 @@ def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def test_jupyter_book_build_as_typed_on_a_fresh_checkout(checkout):
-    """No _toc.yml to generate and no executed notebooks: the book builds, without a warning,
-    from the notebooks unexecuted, and says so on every page."""
+@pytest.mark.parametrize("archive", ["as committed", "removed"])
+def test_jupyter_book_build_as_typed_on_a_fresh_checkout(checkout, archive, tmp_path):
+    """No _toc.yml to generate and no executed notebooks: the book builds, without a warning, from
+    the committed results archive's executed chapters when results/ has one (README, "Results
+    that travel"), else from the notebooks unexecuted, and says which on every page."""
+    from igkd.book_extension import results_archive
+
+    if archive == "removed":  # a fresh copy without its book archive
+        found = results_archive(paths.REPO_ROOT)
+        leave_out = (found.relative_to(paths.REPO_ROOT).as_posix(),) if found else ()
+        checkout = _fresh_copy(tmp_path / "igkd", leave_out)
+    found = results_archive(checkout)
     assert not (checkout / "book" / "executed").exists()
     before = {p.relative_to(checkout).as_posix() for p in _files(checkout)}
     toc = (checkout / "book" / "_toc.yml").read_bytes()
@@ -73,10 +87,19 @@ def test_jupyter_book_build_as_typed_on_a_fresh_checkout(checkout):
     assert (html / "index.html").is_file()
     for page in ("intro.html", "summary.html", "executed/03_distill.html"):
         text = (html / page).read_text()
-        assert "These chapters are not executed: run <code>make book PROFILE=quick</code>" in text
-        assert "profile ci" not in text, page
-    assert "No runs here" in (html / "summary.html").read_text()
-    assert "Not executed" in (html / "executed" / "03_distill.html").read_text()
+        if found is None:
+            assert (
+                "These chapters are not executed: run <code>make book PROFILE=quick</code>" in text
+            )
+            assert "profile ci" not in text, page
+        else:
+            assert "Notebooks executed with profile quick" in text, page
+            assert f"unpacked from results/{found.name}, not executed by this build" in text
+    summary, distill = (
+        (html / p).read_text() for p in ("summary.html", "executed/03_distill.html")
+    )
+    assert ("No runs here" in summary) is (found is None)
+    assert ("Not executed" in distill) is (found is None)
     assert (checkout / "book" / "_toc.yml").read_bytes() == toc, "the committed TOC is kept"
     written = sorted({p.relative_to(checkout).as_posix() for p in _files(checkout)} - before)
     ignored = subprocess.run(
