@@ -284,9 +284,10 @@ def _optimise(
         return
     sweep.check_workers(client)
     parallel = parallel or max(1, sum(client.nthreads().values()))
-    # The teacher and IG maps the most demanding corner of the space needs, made once up front.
-    top = sweep.validate([{**base, **{k: b[1] for k, b in space.items()}}])
-    prepared = sweep.prepare(client, top, retries=retries)
+    # Prerequisites (teacher, IG maps) are made when the first trial whose run is not cached is
+    # submitted, and shared by the later ones: a study rebuilt over imported runs (its journal
+    # left behind) replays its seeded trials from the cache and makes no IG store.
+    prepared: dict = {}
     running = as_completed([], loop=client.loop)
     trials: dict[str, tuple[optuna.Trial, dict]] = {}
 

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from conftest import tiny_ci_profile
 
-from igkd import tune
+from igkd import sweep, tune
 from igkd.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ def _metrics(run_path: str) -> dict:
     return json.loads((Path(run_path) / "metrics.json").read_text())
 
 
-def test_study_scores_on_validation_and_resumes(isolated, tiny, threads_client):
+def test_study_scores_on_validation_and_resumes(isolated, tiny, threads_client, monkeypatch):
     kwargs = dict(
         method="KD_IG_AT",
         compression="1122",
@@ -85,6 +85,18 @@ def test_study_scores_on_validation_and_resumes(isolated, tiny, threads_client):
 
     with pytest.raises(ConfigError, match=r"other settings \(val_fraction"):
         tune.tune("t", 5, **{**kwargs, "val_fraction": 0.2})
+
+    # The runs without the journal (as an archive imports them): the seeded study replays its
+    # trials from the run cache and makes no teacher or IG maps, which an archive may lack.
+    Path(first.storage).unlink()
+    monkeypatch.setattr(sweep, "_prepare", _nothing_to_make)
+    rebuilt = tune.tune("t", 3, **kwargs)
+    assert rebuilt.trials["value"].tolist() == first.trials["value"].tolist()
+    assert rebuilt.trials["user_attrs_status"].eq("reused").all()
+
+
+def _nothing_to_make(*args: object) -> str:
+    raise AssertionError(f"a cached study made a prerequisite {args}")
 
 
 @pytest.mark.parametrize(
