@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import igkd
@@ -341,6 +342,36 @@ def get_or_run(kind: str, config: dict, fn: Callable[[Run], dict]) -> Run:
     run._write_or_verify_config()
     run.metrics  # noqa: B018 -- a finished run whose metrics are unreadable is an error now
     return run
+
+
+ARRAYS = "arrays.npz"  # `cached_result`'s arrays: not *.pt, so a metrics-only archive keeps them
+
+
+def cached_result(
+    kind: str, config: dict, compute: Callable[[], tuple[dict, dict[str, np.ndarray]]]
+) -> tuple[Run, dict[str, np.ndarray]]:
+    """(run, arrays) of an experiment computed once per `config` by `compute()`, which returns
+    (metrics, {name: array}): the metrics go to metrics.json, the arrays (small: they travel in
+    every archive) to arrays.npz. An experiment that trains models the cache does not otherwise
+    know (chapter 12's) is then read back on the next execution, here or from an imported archive.
+    `config` must name everything the result depends on; metrics holding `environment`
+    (`profiles.environment`) let `igkd runs export --profile` find the run. A damaged arrays.npz
+    raises CheckpointError."""
+    import zipfile
+
+    def fn(run: Run) -> dict:
+        metrics, arrays = compute()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        paths.atomic_write_bytes(run.path / ARRAYS, buf.getvalue())
+        return metrics
+
+    run = get_or_run(kind, config, fn)
+    try:
+        with np.load(run.path / ARRAYS, allow_pickle=False) as z:
+            return run, {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise run._corrupt(run.path / ARRAYS, f"unreadable ({e})") from None
 
 
 def open_run(run_dir: str | Path) -> Run:

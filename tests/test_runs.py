@@ -81,6 +81,35 @@ def test_get_or_run_caches(runs_dir: Path) -> None:
     assert len(calls) == 2 and len(find_runs("toy")) == 2
 
 
+def test_cached_result_computes_once_and_refuses_damaged_arrays() -> None:
+    import numpy as np
+
+    calls = []
+
+    def compute() -> tuple[dict, dict]:
+        calls.append(1)
+        return {"accuracy": 61.5}, {
+            "right": np.array([True, False, True]),
+            "maps": np.ones((2, 4, 4)),
+        }
+
+    run, arrays = runs.cached_result("own", {"seed": 0}, compute)
+    again, back = runs.cached_result("own", {"seed": 0}, compute)
+    assert (
+        calls == [1] and run.computed and not again.computed and again.metrics["accuracy"] == 61.5
+    )
+    assert back["right"].tolist() == [True, False, True] and back["maps"].shape == (2, 4, 4)
+    assert sorted(arrays) == ["maps", "right"]
+    file = run.path / runs.ARRAYS
+    file.write_bytes(file.read_bytes()[:-20])  # truncated
+    with pytest.raises(CheckpointError, match="arrays.npz is corrupt"):
+        runs.cached_result("own", {"seed": 0}, compute)
+    file.unlink()
+    with pytest.raises(CheckpointError, match="delete the run directory"):
+        runs.cached_result("own", {"seed": 0}, compute)
+    assert calls == [1]
+
+
 def test_failed_run_is_not_done_and_resumes() -> None:
     def crash(run: Run) -> dict:
         run.save_checkpoint({"epoch": 1})
