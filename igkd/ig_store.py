@@ -5,9 +5,11 @@ dataset order) in checkpointed chunks, so a killed precompute resumes after its 
 `load_ig_maps` refuses a store of another teacher or other data. The algorithm itself is
 `igkd.attribution`; this module only decides where its output lives.
 
-A *sample* of a store (`sample_store`, kind `ig_sample`: the first `SAMPLE_SIZE` maps and the
-store's metrics, half a megabyte) is what travels in a lean results archive: enough for chapter 02's
-figures, while the 100 MB store itself stays where it was computed.
+A *sample* of a store (`sample_store`, kind `ig_sample`: `SAMPLE_SIZE` maps spread evenly over the
+training set, so that a copy stored class by class still shows every class, and the store's
+metrics; half a megabyte) is what travels in a lean results archive: enough for chapter 02's
+figures, while the 100 MB store itself stays where it was computed. `map_rows` says which training
+images a store's or a sample's maps belong to.
 """
 
 from __future__ import annotations
@@ -221,8 +223,8 @@ def load_ig_maps(
 ) -> np.ndarray:
     """The stored IG maps, (N, H, W) float16, as a read-only memory map in `data`'s order.
 
-    `run_or_path` is an `ig_maps` run or its directory, or an `ig_sample` (then the maps of the
-    first min(SAMPLE_SIZE, N) images only); `teacher_run` the teacher run (or its directory name,
+    `run_or_path` is an `ig_maps` run or its directory, or an `ig_sample` (then only the maps of
+    the rows `map_rows` names); `teacher_run` the teacher run (or its directory name,
     the config hash) the maps must come from. A store that is unfinished, or was computed for
     another teacher or other data (fingerprint), raises CheckpointError.
     """
@@ -271,8 +273,32 @@ def load_ig_maps(
 # --- a sample of a store, for results that travel ---------------------------------------------------
 
 
+# How a sample picks its rows; part of its config, so samples of the first rows (made before
+# the spread) are other runs, still read through `map_rows`.
+SPREAD = "evenly spaced"
+
+
 def _sample_config(store: Run) -> dict:
-    return {**store.config, "store": store.path.name, "sample": SAMPLE_SIZE}
+    return {**store.config, "store": store.path.name, "sample": SAMPLE_SIZE, "rows": SPREAD}
+
+
+def sample_rows(n: int) -> np.ndarray:
+    """The training-set rows (int64, ascending) a sample of a store of `n` maps keeps:
+    min(SAMPLE_SIZE, n) evenly spaced from the first to the last."""
+    k = min(SAMPLE_SIZE, n)
+    return np.linspace(0, n - 1, k).round().astype(np.int64) if k else np.zeros(0, np.int64)
+
+
+def map_rows(run: Run, n: int) -> np.ndarray:
+    """The rows of the training set (of `n` images) whose maps the store or sample `run` holds, in
+    its order: all of them for a store; a sample's `rows` (the first ones for a sample made before
+    samples were spread)."""
+    if run.kind == STORE_KIND:
+        return np.arange(n, dtype=np.int64)
+    rows = run.metrics.get("rows")
+    return (
+        np.asarray(rows, np.int64) if rows is not None else np.arange(min(run.metrics["sample"], n))
+    )
 
 
 def planned_sample(store: Run) -> Run:
@@ -281,18 +307,25 @@ def planned_sample(store: Run) -> Run:
 
 
 def sample_store(store: Run) -> Run:
-    """The finished sample of the finished store `store`: its first SAMPLE_SIZE maps (float16,
-    (k, H, W)) and its metrics plus `sample` and `store` (the store's hash). Made once, cached."""
+    """The finished sample of the finished store `store`: the maps (float16, (k, H, W)) of the
+    rows `sample_rows` picks, and the store's metrics plus `sample` (k), `rows` and `store` (the
+    store's hash). Made once, cached."""
     if not store.done:
         raise CheckpointError(f"{store.path} is not a finished IG-map store; nothing to sample")
 
     def compute(run: Run) -> dict:
         maps = np.load(store.path / "maps.npy", mmap_mode="r")
-        part = np.ascontiguousarray(maps[:SAMPLE_SIZE])
+        rows = sample_rows(len(maps))
+        part = np.ascontiguousarray(maps[rows])
         tmp = run.path / ".maps.npy.tmp"
         with open(tmp, "wb") as f:  # np.save on a path would append ".npy" to the temp name
             np.save(f, part)
         os.replace(tmp, run.path / "maps.npy")
-        return {**store.metrics, "sample": len(part), "store": store.path.name}
+        return {
+            **store.metrics,
+            "sample": len(part),
+            "rows": rows.tolist(),
+            "store": store.path.name,
+        }
 
     return get_or_run(SAMPLE_KIND, _sample_config(store), compute)

@@ -25,6 +25,7 @@ from igkd.ig_store import (
     STORE_KIND,
     ig_config,
     load_ig_maps,
+    map_rows,
     planned_sample,
     precompute_ig,
 )
@@ -219,19 +220,22 @@ def ig_maps_for_figures(
     data_root: str | Path | None = None,
     progress: bool = True,
     **settings: object,
-) -> tuple[runs.Run, np.ndarray]:
-    """(run, maps) for showing IG maps: the store of `ig_run(...)` and all its maps (N, H, W)
+) -> tuple[runs.Run, np.ndarray, np.ndarray]:
+    """(run, maps, rows) for showing IG maps: the store of `ig_run(...)` and all its maps (N, H, W)
     float16; or, when that store is not here but a sample of it is (a lean results archive
-    carries one) and `sample_ok`, the sample's run (kind `ig_sample`) and the maps of the first
-    `ig_store.SAMPLE_SIZE` training images, with nothing trained or computed. `settings` are
-    `ig_run`'s (teacher_checkpoint, n_steps, method, baseline, precision, fold_bn)."""
+    carries one) and `sample_ok`, the sample's run (kind `ig_sample`) and its `ig_store.SAMPLE_SIZE`
+    maps, with nothing trained or computed. `rows` (int64) are the training-set indices of the
+    maps, in order (`ig_store.map_rows`). `settings` are `ig_run`'s (teacher_checkpoint, n_steps,
+    method, baseline, precision, fold_bn)."""
     prof = profiles.get(profile)
     train_ds, _ = datasets(prof, data_root)
     store = planned_ig(prof.name, seed, teacher=teacher, data_root=data_root, **settings)
     sample = planned_sample(store)
-    if not store.done and sample_ok and sample.done:
-        return sample, load_ig_maps(sample, train_ds, store.config["teacher_run"])
-    return _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)
+    if store.done or not sample_ok or not sample.done:
+        store, maps = _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings)
+        return store, maps, map_rows(store, len(train_ds))
+    maps = load_ig_maps(sample, train_ds, store.config["teacher_run"])
+    return sample, maps, map_rows(sample, len(train_ds))
 
 
 def _store_and_maps(prof, seed, teacher, train_ds, data_root, progress, settings):

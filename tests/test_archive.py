@@ -400,7 +400,7 @@ def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> Non
 
 
 def test_lean_archive_carries_a_sample_of_the_ig_store(tiny, monkeypatch) -> None:
-    """Without --ig the store goes as its first maps; chapter 02 shows them on the other side
+    """Without --ig the store goes as a sample of its maps; chapter 02 shows them on the other side
     without training the teacher or computing IG, and `sample_ok=False` asks for the store."""
     root, student = tiny
     out, d = root / "lean.tar.gz", root / "d"
@@ -416,15 +416,26 @@ def test_lean_archive_carries_a_sample_of_the_ig_store(tiny, monkeypatch) -> Non
     profile = student.metrics["environment"]["profile"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # synthetic data
-        run, maps = pipeline.ig_maps_for_figures(profile)
+        run, maps, rows = pipeline.ig_maps_for_figures(profile)
         assert run.kind == "ig_sample" and archive.provenance(run)["imported_from"] == "lean.tar.gz"
         store = next((root / "a" / "ig_maps").iterdir())
         full = np.load(store / "maps.npy")
         assert maps.shape == (min(ig_store.SAMPLE_SIZE, len(full)), 32, 32)
-        assert np.array_equal(maps, full[: len(maps)])
+        assert np.array_equal(maps, full[rows]) and rows.tolist() == run.metrics["rows"]
+        # spread from the first image to the last, so a copy stored class by class shows them all
+        assert rows[0] == 0 and rows[-1] == len(full) - 1 and (np.diff(rows) > 0).all()
         assert run.metrics["store"] == store.name
         with pytest.raises(AssertionError, match="computed for a figure"):
             pipeline.ig_maps_for_figures(profile, sample_ok=False)
+
+
+def test_a_sample_spreads_over_a_copy_stored_class_by_class() -> None:
+    rows = ig_store.sample_rows(50_000)
+    labels = np.repeat(np.arange(10), 5_000)  # the JPEG copy's order: 5,000 of each class in turn
+    assert len(np.unique(rows)) == ig_store.SAMPLE_SIZE and set(labels[rows]) == set(range(10))
+    assert (
+        ig_store.sample_rows(10).tolist() == list(range(10)) and len(ig_store.sample_rows(0)) == 0
+    )
 
 
 # --- 9. the executed book travels in the archive -------------------------------------------------
