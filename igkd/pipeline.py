@@ -373,7 +373,8 @@ def own_ig_store(c: StudentConfig) -> bool:
     serves only the few runs that ask for them, so when they train on a subset it covers just
     those images: the quick fix ablation's two extra stores cost a fifth (20 % of the images)."""
     prof = profiles.get(c.profile)
-    other = c.ig_n_steps not in (None, prof.ig_n_steps) or c.ig_baseline != "normalized-zero"
+    default_baseline = StudentConfig.ig_baseline  # the dataclass default: the paper's baseline
+    other = c.ig_n_steps not in (None, prof.ig_n_steps) or c.ig_baseline != default_baseline
     return other and c.needs_ig and bool(c.splits)
 
 

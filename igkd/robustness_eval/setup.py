@@ -338,7 +338,7 @@ def gather(
                 keys.add(k)
                 found.append(c)
     found += from_run_cache(profile, run_students)
-    if run_students != "none" and (note := profile_runs.without_model_note(profile, run_students)):
+    if note := profile_runs.without_model_note(profile, run_students):  # None for "none"
         lines.append(note)
     if teacher and (t := teacher_of(profile)) is not None:
         found.append(t)
