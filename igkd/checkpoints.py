@@ -301,7 +301,14 @@ def _load_run(run) -> nn.Module:
         )
     state = run.load_torch("model.pt")
     if state is None:
-        raise CheckpointError(f"run {run.path} has no model.pt")
+        from igkd.provenance import provenance
+
+        came = provenance(run)["imported_from"]
+        raise CheckpointError(
+            f"run {run.path} has no model.pt"
+            + (f": it came from {came}, which carried its metrics only" if came else "")
+            + "; delete the run directory and run it again to train its model"
+        )
     model.load_state_dict(state)  # an archive's float16 weights are cast back to float32 here
     recipe = run.config.get("recipe", {})
     if "normalized" in recipe:  # the input space it was trained in

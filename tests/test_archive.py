@@ -18,7 +18,7 @@ import torch
 from conftest import tiny_ci_profile
 
 from igkd import archive, cli, ig_store, paths, pipeline, runs
-from igkd.errors import ArchiveError
+from igkd.errors import ArchiveError, CheckpointError
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -397,6 +397,11 @@ def test_imported_students_need_no_teacher_nor_ig_maps(tiny, monkeypatch) -> Non
         assert same.path.name == student.path.name and not same.computed
         assert sweep.prerequisites(sweep.validate([config])) == {}
         assert sweep.prerequisites(sweep.validate([{**config, "seed": 1}])) != {}
+    # Its model stayed behind: loading it says so and how to get one.
+    with pytest.raises(
+        CheckpointError, match=r"came from students.tar.gz, which carried its metrics only; delete"
+    ):
+        pipeline.load_model(same)
 
 
 def test_lean_archive_carries_a_sample_of_the_ig_store(tiny, monkeypatch) -> None:
