@@ -3,7 +3,7 @@
 `export_runs` writes a `.tar.gz` whose first member is `manifest.json` (format, schema, creation
 date, igkd version, git revision, machine, and every run's files with SHA-256 and size), followed
 by `<kind>/<hash>/<file>` for each finished run. Checkpoints, locks and temp files never travel;
-IG stores (large memory maps) only when asked; otherwise each store goes as its sample (its first maps,
+IG stores (large memory maps) only when asked; otherwise each store goes as its sample (256 maps spread over it,
 `ig_store.sample_store`), enough for chapter 02's figures. `import_runs` reads the whole archive and checks it
 against its manifest before it writes anything, then adds the runs the cache lacks and overwrites
 nothing. A run is staged in `<runs>/.import-<pid>/` and renamed into `<runs>/<kind>/<hash>` only when

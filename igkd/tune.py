@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from igkd import hp_grids, models, paths, sweep
+from igkd import hp_grids, models, paths, runs, sweep
 from igkd.config import purpose
 from igkd.errors import ConfigError
 
@@ -147,7 +147,9 @@ def tune(
     as it has worker threads; no client: `sweep.connect()`).
 
     Running again continues the same study; its settings must be the same (a ConfigError says
-    which differ). Trials left running by a killed call are marked failed and their parameters
+    which differ). Finished runs of the cache that were trials of this study, but that it does not
+    hold (its journal left behind when they came in an archive, or deleted), join it first as
+    complete trials, so that they are not trained again. Trials left running by a killed call are marked failed and their parameters
     tried again first (their runs resume from the cache); two calls on one journal file take turns
     (the second waits for the first), two on one database study must not overlap. A trial whose
     run fails (after `retries`) is recorded as failed.
@@ -232,6 +234,9 @@ def tune(
                     "use another study_name or the same settings"
                 )
             _recover_stale(study)
+            adopted = _adopt(study, base, space, objective)
+            if adopted:
+                log.info("study %r: %d trials taken from finished runs", study_name, adopted)
             if client is None:
                 with sweep.connect() as own:
                     _optimise(
@@ -254,6 +259,51 @@ def _recover_stale(study: optuna.Study) -> None:
         log.info(
             "trial %d was left running by an earlier call; trying its parameters again", t.number
         )
+
+
+def _adopt(
+    study: optuna.Study, base: dict, space: dict[str, tuple[float, float, bool]], objective: str
+) -> int:
+    """Add to `study` as complete trials the finished runs of the cache that were trials of it
+    (tagged with its purpose, settings `base`, weights inside `space`) but that it does not hold:
+    a journal left behind when the runs travelled in an archive, or deleted. Oldest first; returns
+    how many were added. Without this, a study past TPE's seeded random start would draw new
+    points and train them although its trials are all here."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    known = {
+        Path(t.user_attrs["run_path"]).name
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("run_path")
+    }
+    dists = {k: FloatDistribution(lo, hi, log=lg) for k, (lo, hi, lg) in space.items()}
+    added = 0
+    for run in runs.find_runs("student"):
+        if run.path.name in known or base["purpose"] not in run.purposes:
+            continue
+        weights = run.config.get("method") or {}
+        params = {k: weights.get(k) for k in space}
+        if not all(
+            isinstance(v, float) and lo <= v <= hi
+            for v, (lo, hi, _) in zip(params.values(), space.values(), strict=True)
+        ):
+            continue
+        (job,) = sweep.validate([{**base, **params}])
+        if job.planned().path.name != run.path.name:  # a trial of other settings of this name
+            continue
+        m = run.metrics
+        attrs = {k: m.get(k) for k in ("final_val_accuracy", "best_val_accuracy", "train_seconds")}
+        study.add_trial(
+            create_trial(
+                params=params,
+                distributions=dists,
+                value=m[objective],
+                user_attrs={**attrs, "run_path": str(run.path), "status": "reused"},
+            )
+        )
+        added += 1
+    return added
 
 
 def _n_complete(study: optuna.Study) -> int:
