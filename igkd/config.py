@@ -23,7 +23,17 @@ from igkd.errors import ConfigError
 # What a student run can be for (`purpose`): the experiments of notebooks 04 (and its fix ablation),
 # 05, 06, 09 and 11, and
 # a single run (notebook 03 or a script). The summary page counts runs by these tags.
-EXPERIMENTS = ("ablation", "fix-ablation", "monte-carlo", "sweep", "tuning", "regime", "single")
+# What a student run can be made for; "attention": chapter 13's AT students and their reference.
+EXPERIMENTS = (
+    "ablation",
+    "fix-ablation",
+    "monte-carlo",
+    "sweep",
+    "tuning",
+    "regime",
+    "single",
+    "attention",
+)
 
 
 def purpose(experiment: str, profile: str | None = None, **params: Any) -> dict[str, Any]:

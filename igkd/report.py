@@ -362,8 +362,8 @@ def summary_markdown(table: pd.DataFrame, header: str = "") -> str:
     if table.attrs.get("other_students"):
         parts += [
             f"{table.attrs['other_students']} student run(s) of this profile made for other "
-            "experiments (a single run, tuning, the regime study, the fix ablation's other arms) are "
-            "not counted here.",
+            "experiments (a single run, tuning, the regime study, the fix ablation's other arms, "
+            "chapter 13's attention students) are not counted here.",
             "",
         ]
     if table.attrs.get("untagged"):
