@@ -149,10 +149,10 @@ def tune(
     Running again continues the same study; its settings must be the same (a ConfigError says
     which differ). Finished runs of the cache that were trials of this study, but that it does not
     hold (its journal left behind when they came in an archive, or deleted), join it first as
-    complete trials, so that they are not trained again. Trials left running by a killed call are marked failed and their parameters
-    tried again first (their runs resume from the cache); two calls on one journal file take turns
-    (the second waits for the first), two on one database study must not overlap. A trial whose
-    run fails (after `retries`) is recorded as failed.
+    complete trials, so that they are not trained again. Trials left running by a killed call are
+    marked failed and their parameters tried again first (their runs resume from the cache); two
+    calls on one journal file take turns (the second waits for the first), two on one database
+    study must not overlap. A trial whose run fails (after `retries`) is recorded as failed.
     """
     import optuna
 
