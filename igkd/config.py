@@ -21,9 +21,8 @@ from igkd import attribution, losses, models, profiles, teachers, train
 from igkd.errors import ConfigError
 
 # What a student run can be for (`purpose`): the experiments of notebooks 04 (and its fix ablation),
-# 05, 06, 09 and 11, and
-# a single run (notebook 03 or a script). The summary page counts runs by these tags.
-# What a student run can be made for; "attention": chapter 13's AT students and their reference.
+# 05, 06, 09 and 11, a single run (notebook 03 or a script), and "attention": chapter 13's AT
+# students and their reference. The summary page counts runs by these tags.
 EXPERIMENTS = (
     "ablation",
     "fix-ablation",

@@ -273,8 +273,8 @@ def load_ig_maps(
 # --- a sample of a store, for results that travel ---------------------------------------------------
 
 
-# How a sample picks its rows; part of its config, so samples of the first rows (made before
-# the spread) are other runs, still read through `map_rows`.
+# How a sample picks its rows; part of its config, so that samples of the first rows (made
+# before the spread) are other runs, never taken for one of these.
 SPREAD = "evenly spaced"
 
 
@@ -291,14 +291,10 @@ def sample_rows(n: int) -> np.ndarray:
 
 def map_rows(run: Run, n: int) -> np.ndarray:
     """The rows of the training set (of `n` images) whose maps the store or sample `run` holds, in
-    its order: all of them for a store; a sample's `rows` (the first ones for a sample made before
-    samples were spread)."""
+    its order: all of them for a store, a sample's recorded `rows`."""
     if run.kind == STORE_KIND:
         return np.arange(n, dtype=np.int64)
-    rows = run.metrics.get("rows")
-    return (
-        np.asarray(rows, np.int64) if rows is not None else np.arange(min(run.metrics["sample"], n))
-    )
+    return np.asarray(run.metrics["rows"], np.int64)
 
 
 def planned_sample(store: Run) -> Run:

@@ -52,6 +52,8 @@ SPACE: dict[str, tuple[float, float, bool]] = {
 # What the paper's grid search chose (on the test set), for comparison with the study's best.
 PAPER_CHOICE = dict(hp_grids.CHOSEN)
 OBJECTIVES = ("final_val_accuracy", "best_val_accuracy")
+# What a trial keeps of its run's metrics: validation numbers only, the test set plays no part.
+_TRIAL_METRICS = (*OBJECTIVES, "train_seconds")
 _CONTROLLED = {"method", "compression", "profile", "seed", "val_fraction", "epochs", "progress"}
 
 
@@ -293,7 +295,7 @@ def _adopt(
         if job.planned().path.name != run.path.name:  # a trial of other settings of this name
             continue
         m = run.metrics
-        attrs = {k: m.get(k) for k in ("final_val_accuracy", "best_val_accuracy", "train_seconds")}
+        attrs = {k: m.get(k) for k in _TRIAL_METRICS}
         study.add_trial(
             create_trial(
                 params=params,
@@ -362,8 +364,7 @@ def _optimise(
                 study.tell(trial, state=TrialState.FAIL)
                 log.warning("trial %d failed: %s", trial.number, entry["error"])
             else:
-                # Only validation numbers are kept with the trial: the test set plays no part.
-                for key in ("final_val_accuracy", "best_val_accuracy", "train_seconds"):
+                for key in _TRIAL_METRICS:
                     trial.set_user_attr(key, entry[key])
                 trial.set_user_attr("run_path", entry["run_path"])
                 trial.set_user_attr("status", entry["status"])
